@@ -1,0 +1,1 @@
+"""The offline demo: authored feeds about a fictitious product, replayed from a local server."""

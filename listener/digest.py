@@ -1,0 +1,182 @@
+"""The digest: what customers said in a period, in a form a marketing lead reads in two minutes.
+
+`build_digest` gathers the numbers and quotes from the store (no formatting); `render_markdown`
+and `render_text` turn them into Markdown (pastes into Slack/GitHub) or plain text.
+Fields that need enrichment (sentiment) degrade gracefully when a mention has none yet.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from listener.config import Config
+from listener.types import Mention, utcnow
+from storage import Store
+
+SENTIMENTS = ("positive", "neutral", "negative")
+
+
+@dataclass
+class Quote:
+    text: str
+    url: str | None
+    author: str | None
+    source: str
+    created_at: datetime
+    sentiment: str | None = None
+
+
+@dataclass
+class WatchSummary:
+    name: str
+    competitor: bool
+    count: int
+    previous: int
+    sentiment: Counter[str] = field(default_factory=Counter)
+    quotes: list[Quote] = field(default_factory=list)
+
+
+@dataclass
+class SourceHealthLine:
+    source: str
+    problem: str
+
+
+@dataclass
+class Digest:
+    since: datetime
+    until: datetime
+    total: int
+    previous_total: int
+    by_source: Counter[str]
+    by_kind: Counter[str]
+    sentiment: Counter[str]
+    watches: list[WatchSummary]
+    health: list[SourceHealthLine]
+
+    @property
+    def net_sentiment(self) -> float | None:
+        rated = sum(self.sentiment[s] for s in SENTIMENTS)
+        if not rated:
+            return None
+        return (self.sentiment["positive"] - self.sentiment["negative"]) / rated
+
+
+def _quote(m: Mention, sentiment: str | None, limit: int = 280) -> Quote:
+    text = " ".join((m.title + " — " if m.title and m.title not in m.text else "").split() + m.text.split())
+    if len(text) > limit:
+        text = text[: limit - 1].rsplit(" ", 1)[0] + "…"
+    return Quote(text=text, url=m.url, author=m.author, source=m.source, created_at=m.created_at, sentiment=sentiment)
+
+
+def _rank(m: Mention, sentiment: str | None) -> tuple[int, float, datetime]:
+    # Negative voices first (what to fix), then engagement, then recency.
+    return (1 if sentiment == "negative" else 0, m.score or 0.0, m.created_at)
+
+
+def build_digest(
+    store: Store, config: Config, *, since: datetime | None = None, until: datetime | None = None,
+    period: timedelta = timedelta(hours=24), quotes_per_watch: int = 3,
+) -> Digest:
+    until = until or utcnow()
+    since = since or until - period
+    length = until - since
+    mentions = store.mentions_between(since, until)
+    previous = store.mentions_between(since - length, since)
+    labels: dict[str, str | None] = {}
+    if mentions:
+        enrichments = store.enrichments_for([m.id for m in mentions], stage="sentiment")
+        labels = {mid: (stages.get("sentiment") or {}).get("label") for mid, stages in enrichments.items()}
+    prev_by_watch = Counter(w for m in previous for w in m.matched)
+    watches: list[WatchSummary] = []
+    for watch in config.watches:
+        hits = [m for m in mentions if watch.name in m.matched]
+        summary = WatchSummary(watch.name, watch.competitor, len(hits), prev_by_watch[watch.name])
+        summary.sentiment.update(labels[m.id] for m in hits if labels.get(m.id))
+        seen_texts: set[str] = set()
+        for m in sorted(hits, key=lambda m: _rank(m, labels.get(m.id)), reverse=True):
+            key = " ".join(m.text.lower().split())[:120]
+            if key in seen_texts:  # syndicated copies are one voice, not several
+                continue
+            seen_texts.add(key)
+            summary.quotes.append(_quote(m, labels.get(m.id)))
+            if len(summary.quotes) >= quotes_per_watch:
+                break
+        watches.append(summary)
+    health = []
+    for state in store.source_states():
+        if state.consecutive_failures:
+            health.append(SourceHealthLine(state.source, f"failing ({state.consecutive_failures}×): {state.last_error}"))
+        elif state.last_success_at is None and state.last_run_at is not None:
+            health.append(SourceHealthLine(state.source, "never succeeded"))
+    sentiment: Counter[str] = Counter(label for label in labels.values() if label)
+    return Digest(
+        since=since, until=until, total=len(mentions), previous_total=len(previous),
+        by_source=Counter(m.source for m in mentions), by_kind=Counter(m.kind for m in mentions),
+        sentiment=sentiment, watches=watches, health=health,
+    )
+
+
+def _change(now: int, before: int) -> str:
+    if before == 0:
+        return "new" if now else "±0"
+    pct = (now - before) / before * 100
+    arrow = "▲" if pct > 0 else ("▼" if pct < 0 else "=")
+    return f"{arrow} {pct:+.0f}%"
+
+
+def _md_escape(text: str) -> str:
+    for ch in ("\\", "`", "*", "_", "[", "]", "<", ">", "|"):
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def _sentiment_line(c: Counter[str]) -> str:
+    rated = sum(c[s] for s in SENTIMENTS)
+    if not rated:
+        return "sentiment: not enriched yet"
+    return " · ".join(f"{s} {c[s] / rated:.0%}" for s in SENTIMENTS)
+
+
+def render_markdown(d: Digest) -> str:
+    fmt = "%Y-%m-%d %H:%M"
+    lines = [
+        f"# Customer voice digest — {d.since:{fmt}} → {d.until:{fmt}} UTC",
+        "",
+        f"**{d.total} mentions** ({_change(d.total, d.previous_total)} vs previous period)"
+        + (f" · net sentiment **{d.net_sentiment:+.2f}**" if d.net_sentiment is not None else ""),
+        f"_{_sentiment_line(d.sentiment)}_",
+        "",
+    ]
+    if d.health:
+        lines += ["## ⚠ Source health", ""] + [f"- **{_md_escape(h.source)}**: {_md_escape(h.problem)}" for h in d.health] + [""]
+    lines += ["## By source", "", "| source | mentions |", "|---|---:|"]
+    lines += [f"| {_md_escape(s)} | {n} |" for s, n in d.by_source.most_common()] or ["| – | 0 |"]
+    lines.append("")
+    for w in d.watches:
+        tag = " (competitor)" if w.competitor else ""
+        lines += [f"## {_md_escape(w.name)}{tag} — {w.count} mentions ({_change(w.count, w.previous)})", f"_{_sentiment_line(w.sentiment)}_", ""]
+        for q in w.quotes:
+            who = _md_escape(q.author) if q.author else "someone"
+            mood = f" [{q.sentiment}]" if q.sentiment else ""
+            link = f" — [{_md_escape(q.source)}]({q.url})" if q.url and q.url.startswith(("http://", "https://")) else f" — {_md_escape(q.source)}"
+            lines.append(f"> {_md_escape(q.text)}\n> — {who}, {q.created_at:%b %d}{mood}{link}\n")
+        if not w.quotes:
+            lines += ["_No mentions in this period._", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_text(d: Digest) -> str:
+    fmt = "%Y-%m-%d %H:%M"
+    out = [f"Customer voice digest {d.since:{fmt}} -> {d.until:{fmt}} UTC",
+           f"{d.total} mentions ({_change(d.total, d.previous_total)} vs previous period); {_sentiment_line(d.sentiment)}"]
+    for h in d.health:
+        out.append(f"! {h.source}: {h.problem}")
+    out.append("By source: " + (", ".join(f"{s} {n}" for s, n in d.by_source.most_common()) or "none"))
+    for w in d.watches:
+        out += ["", f"{w.name}{' (competitor)' if w.competitor else ''}: {w.count} mentions ({_change(w.count, w.previous)}); {_sentiment_line(w.sentiment)}"]
+        for q in w.quotes:
+            out.append(f"  \"{q.text}\" — {q.author or 'someone'} ({q.source}) {q.url or ''}".rstrip())
+    return "\n".join(out) + "\n"

@@ -1,0 +1,138 @@
+"""fetch → normalise → match → store, one source at a time; then enrich what is new.
+
+One source failing never stops the others: each run is recorded with its status, counts and
+error, and the source's health (consecutive failures, last error) is updated for `listener sources`.
+A batch and the cursor after it are committed together, so an interrupted run resumes cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from connectors import connector_class
+from enrich.base import Stage
+from listener.config import Config, SourceConfig
+from listener.errors import ListenerError
+from listener.http import HttpClient, build_user_agent
+from listener.matching import match_watches
+from listener.types import Mention
+from storage import Store
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int], None]
+"""(source name, mentions seen so far in this run) — the CLI draws a progress bar from it."""
+
+
+@dataclass
+class SourceRun:
+    source: str
+    status: str = "ok"
+    fetched: int = 0
+    kept: int = 0
+    new: int = 0
+    duplicates: int = 0
+    updated: int = 0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    new_ids: list[str] = field(default_factory=list)
+
+
+def make_http(config: Config, **overrides: object) -> HttpClient:
+    return HttpClient(build_user_agent(config.contact), **overrides)  # type: ignore[arg-type]
+
+
+def keep_matching(source: SourceConfig, config: Config, mentions: Iterable[Mention]) -> list[Mention]:
+    """Tag each mention with the watch queries it matches; drop non-matching ones unless match = "all"."""
+    kept = []
+    for mention in mentions:
+        matched = match_watches(mention.body, config.watches)
+        if matched or source.match == "all":
+            kept.append(mention.with_matches(tuple(dict.fromkeys(mention.matched + matched))))
+    return kept
+
+
+class Pipeline:
+    def __init__(self, config: Config, store: Store, http: HttpClient | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.http = http or make_http(config)
+
+    def run_source(self, source: SourceConfig, progress: ProgressFn | None = None) -> SourceRun:
+        result = SourceRun(source.name)
+        started = time.monotonic()
+        run_id = self.store.start_run(source.name)
+        try:
+            connector = connector_class(source.kind)(source, self.http, self.config.watches)
+            cursor = self.store.get_cursor(source.name)
+            for batch in connector.fetch(cursor):
+                result.fetched += len(batch.mentions)
+                kept = keep_matching(source, self.config, batch.mentions)
+                saved = self.store.save_batch(source.name, kept, batch.cursor, run_id=run_id)
+                result.kept += len(kept)
+                result.new += saved.new
+                result.duplicates += saved.duplicates
+                result.updated += saved.updated
+                result.new_ids.extend(saved.new_ids)
+                result.notes.extend(n for n in batch.notes if n not in result.notes)
+                if progress:
+                    progress(source.name, result.fetched)
+        except ListenerError as exc:
+            result.status = "partial" if result.new else "failed"
+            result.error = str(exc)
+            log.warning("source %s failed: %s", source.name, exc)
+        except Exception as exc:  # a connector bug must not take the other sources down
+            result.status = "partial" if result.new else "failed"
+            result.error = f"unexpected {exc.__class__.__name__}: {exc}"
+            log.exception("source %s crashed", source.name)
+        result.seconds = time.monotonic() - started
+        self.store.finish_run(
+            run_id,
+            status=result.status,
+            new=result.new,
+            duplicates=result.duplicates,
+            updated=result.updated,
+            error=result.error,
+            notes=result.notes,
+        )
+        return result
+
+    def run(self, names: Sequence[str] = (), progress: ProgressFn | None = None) -> list[SourceRun]:
+        sources = [self.config.source(n) for n in names] if names else [s for s in self.config.sources if s.enabled]
+        return [self.run_source(s, progress) for s in sources]
+
+
+def enrich_pending(
+    store: Store,
+    stages: Sequence[Stage],
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Run each stage over every stored mention it has not seen at its current version.
+
+    Batches are committed one by one, so an interrupted run (Ctrl-C/SIGTERM sets `should_stop`)
+    resumes where it stopped without redoing finished batches. Returns mentions enriched.
+    """
+    done = 0
+    for stage in stages:
+        for mentions in store.iter_unenriched(stage.name, stage.version, batch_size=batch_size):
+            if should_stop():
+                return done
+            store.save_enrichments(stage.run(mentions))
+            done += len(mentions)
+            if progress:
+                progress(len(mentions))
+    return done
+
+
+def default_stages() -> list[Stage]:
+    """The stages the product runs by default. Imported lazily: the model loads on first use only."""
+    from enrich.sentiment import SentimentStage
+
+    return [SentimentStage()]

@@ -1,0 +1,1 @@
+"""Shared test helpers: corpus paths, a local replay HTTP server, quick Mention builders."""
