@@ -56,8 +56,13 @@ def _native_id(entry: Mapping[str, Any]) -> str | None:
 
 
 def parse_feed(
-    content: bytes, *, source: str, kind: str = "rss", feed_url: str | None = None,
-    headers: Mapping[str, str] | None = None, fetched_at: datetime | None = None,
+    content: bytes,
+    *,
+    source: str,
+    kind: str = "rss",
+    feed_url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    fetched_at: datetime | None = None,
 ) -> tuple[list[Mention], list[str]]:
     """Parse feed bytes into mentions. Returns (mentions, notes). Pure: no I/O.
 
@@ -70,10 +75,9 @@ def parse_feed(
     if not entries and not parsed.get("version"):
         what = problem or "no RSS/Atom/RDF/JSON Feed root element"
         raise ParseError(source, f"not a feed ({feed_url or 'bytes'}): {what}")
-    if parsed.get("bozo"):
-        if not isinstance(problem, feedparser.CharacterEncodingOverride):
-            notes.append(f"ill-formed feed, {len(entries)} entries recovered: {problem}")
-            log.warning("source %s: ill-formed feed %s: %s", source, feed_url, problem)
+    if parsed.get("bozo") and not isinstance(problem, feedparser.CharacterEncodingOverride):
+        notes.append(f"ill-formed feed, {len(entries)} entries recovered: {problem}")
+        log.warning("source %s: ill-formed feed %s: %s", source, feed_url, problem)
     now = fetched_at or utcnow()
     feed_title = html_to_text(parsed.get("feed", {}).get("title"))
     feed_time = _entry_time(parsed.get("feed", {}))
@@ -142,7 +146,9 @@ class RSSConnector(Connector):
             if resp.not_modified:
                 yield Batch([], cursor, notes=(f"not modified: {url}",))
                 continue
-            mentions, notes = parse_feed(resp.content, source=self.name, kind=self.kind, feed_url=url, headers=resp.headers)
+            mentions, notes = parse_feed(
+                resp.content, source=self.name, kind=self.kind, feed_url=url, headers=resp.headers
+            )
             fresh = [m for m in mentions if since is None or m.created_at >= since]
             per_url[url] = {k: v for k, v in (("etag", resp.etag), ("last_modified", resp.last_modified)) if v}
             for m in fresh:

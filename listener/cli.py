@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from listener import __version__
@@ -36,8 +36,12 @@ app.add_typer(db_app, name="db")
 console = Console()
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Config file (default: $LISTENER_CONFIG or ./listener.toml).")]
-DbOpt = Annotated[str | None, typer.Option("--db", help="Database file or URL (default: $LISTENER_DB or the config's).")]
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="Config file (default: $LISTENER_CONFIG or ./listener.toml).")
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="Database file or URL (default: $LISTENER_DB or the config's).")
+]
 
 
 def ctx_of(typer_ctx: typer.Context) -> Context:
@@ -57,7 +61,9 @@ def root(
     if version:
         console.print(f"listener {__version__}")
         raise typer.Exit()
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     typer_ctx.obj = Context(config_path=config, db=db)
     typer_ctx.call_on_close(typer_ctx.obj.close)
 
@@ -121,13 +127,20 @@ def sources(typer_ctx: typer.Context) -> None:
         if st is not None and st.last_run_at is not None:
             health = "[red]failing[/]" if st.consecutive_failures else "[green]ok[/]"
         table.add_row(
-            s.name, s.kind, s.cron or str(s.every), mode, health,
+            s.name,
+            s.kind,
+            s.cron or str(s.every),
+            mode,
+            health,
             f"{st.last_success_at:%Y-%m-%d %H:%M}" if st and st.last_success_at else "–",
-            str(st.consecutive_failures) if st else "0", str(st.total_mentions) if st else "0",
+            str(st.consecutive_failures) if st else "0",
+            str(st.total_mentions) if st else "0",
             (st.last_error or "; ".join(st.notes)) if st else "",
         )
     for name, st in states.items():
-        table.add_row(name, "?", "–", "not in config", "orphaned", "–", str(st.consecutive_failures), str(st.total_mentions), "")
+        table.add_row(
+            name, "?", "–", "not in config", "orphaned", "–", str(st.consecutive_failures), str(st.total_mentions), ""
+        )
     http.close()
     console.print(table)
 
@@ -153,7 +166,7 @@ def _fetch(ctx: Context, names: list[str]) -> list:
     for name in targets:
         config.source(name)  # unknown names fail before any work
     with _progress() as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(name: str, seen: int) -> None:
             if name not in tasks:
@@ -167,15 +180,31 @@ def _fetch(ctx: Context, names: list[str]) -> list:
         table.add_column(col, overflow="fold")
     for r in runs:
         colour = {"ok": "green", "partial": "yellow"}.get(r.status, "red")
-        table.add_row(r.source, f"[{colour}]{r.status}[/]", str(r.fetched), str(r.kept), str(r.new), str(r.duplicates),
-                      str(r.updated), f"{r.seconds:.1f}", r.error or "; ".join(r.notes))
+        table.add_row(
+            r.source,
+            f"[{colour}]{r.status}[/]",
+            str(r.fetched),
+            str(r.kept),
+            str(r.new),
+            str(r.duplicates),
+            str(r.updated),
+            f"{r.seconds:.1f}",
+            r.error or "; ".join(r.notes),
+        )
     console.print(table)
     return runs
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
 
 
 @state_app.command("show")
@@ -190,10 +219,17 @@ def state_show(typer_ctx: typer.Context, source: str) -> None:
     st = states[source]
     runs = store.runs(source, limit=5)
     data = {
-        "source": source, "cursor": json.loads(st.cursor.to_json()), "consecutive_failures": st.consecutive_failures,
-        "last_success_at": st.last_success_at, "last_error": st.last_error, "notes": st.notes,
+        "source": source,
+        "cursor": json.loads(st.cursor.to_json()),
+        "consecutive_failures": st.consecutive_failures,
+        "last_success_at": st.last_success_at,
+        "last_error": st.last_error,
+        "notes": st.notes,
         "total_mentions": st.total_mentions,
-        "runs": [{"started_at": r.started_at, "status": r.status, "new": r.new, "duplicates": r.duplicates, "error": r.error} for r in runs],
+        "runs": [
+            {"started_at": r.started_at, "status": r.status, "new": r.new, "duplicates": r.duplicates, "error": r.error}
+            for r in runs
+        ],
     }
     console.print_json(json.dumps(data, default=str))
 
@@ -248,7 +284,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("LISTENER_DEBUG"):
             raise
-        err.print(f"[red]internal error[/]: {exc.__class__.__name__}: {exc} (LISTENER_DEBUG=1 shows the traceback)", highlight=False)
+        err.print(
+            f"[red]internal error[/]: {exc.__class__.__name__}: {exc} (LISTENER_DEBUG=1 shows the traceback)",
+            highlight=False,
+        )
         sys.exit(1)
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import typer
 
@@ -48,14 +48,18 @@ def run_enrichment(ctx: object, batch_size: int) -> int:
     stop.install()
     with _progress() as progress:
         task = progress.add_task("enriching", total=pending)
-        done = enrich_pending(store, stages, batch_size=batch_size, should_stop=stop,
-                              progress=lambda n: progress.advance(task, n))
+        done = enrich_pending(
+            store, stages, batch_size=batch_size, should_stop=stop, progress=lambda n: progress.advance(task, n)
+        )
     state = "stopped early; run again to resume" if stop.stopped else "done"
-    console.print(f"enriched {done} of {pending} pending mention(s) with {', '.join(s.version for s in stages)} ({state})")
+    console.print(
+        f"enriched {done} of {pending} pending mention(s) with {', '.join(s.version for s in stages)} ({state})"
+    )
     return done
 
 
 def _read_lines(file: Path | None) -> Iterator[str]:
+    handle: BinaryIO
     if file is not None:
         try:
             handle = file.open("rb")
@@ -106,8 +110,13 @@ def register(app: typer.Typer) -> None:
 
         def flush() -> None:
             for text, result in zip(chunk, classifier.classify(chunk, batch_size=batch_size), strict=True):
-                row = {"text": text, "sentiment": result.label, "score": result.score, "scores": result.scores,
-                       "model": MODEL_VERSION}
+                row = {
+                    "text": text,
+                    "sentiment": result.label,
+                    "score": result.score,
+                    "scores": result.scores,
+                    "model": MODEL_VERSION,
+                }
                 if result.reason:
                     row["reason"] = result.reason
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")

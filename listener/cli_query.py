@@ -29,7 +29,20 @@ class DigestFormat(str, Enum):
     text = "text"
 
 
-CSV_FIELDS = ("id", "source", "kind", "created_at", "author", "title", "text", "url", "score", "rating", "matched", "sentiment")
+CSV_FIELDS = (
+    "id",
+    "source",
+    "kind",
+    "created_at",
+    "author",
+    "title",
+    "text",
+    "url",
+    "score",
+    "rating",
+    "matched",
+    "sentiment",
+)
 
 
 def _row(item: Any, sentiment: str | None) -> dict[str, Any]:
@@ -47,9 +60,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def search(
         typer_ctx: typer.Context,
-        query: Annotated[str | None, typer.Argument(help='Words, "phrases", OR, -exclusions. Omit to list newest.')] = None,
+        query: Annotated[
+            str | None, typer.Argument(help='Words, "phrases", OR, -exclusions. Omit to list newest.')
+        ] = None,
         source: Annotated[list[str] | None, typer.Option("--source", "-s", help="Only these sources.")] = None,
-        watch: Annotated[list[str] | None, typer.Option("--watch", "-w", help="Only mentions matching these watch queries.")] = None,
+        watch: Annotated[
+            list[str] | None, typer.Option("--watch", "-w", help="Only mentions matching these watch queries.")
+        ] = None,
         since: Annotated[str | None, typer.Option(help="7d, 24h or an ISO date.")] = None,
         until: Annotated[str | None, typer.Option(help="7d, 24h or an ISO date.")] = None,
         sort: Annotated[str, typer.Option(help="newest | relevance | engagement")] = "newest",
@@ -61,8 +78,15 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--sort must be newest, relevance or engagement")
         store = ctx_of(typer_ctx).store()
         try:
-            page = store.search(query, sources=source or (), watches=watch or (), since=parse_when(since),
-                                until=parse_when(until), limit=limit, sort=sort)
+            page = store.search(
+                query,
+                sources=source or (),
+                watches=watch or (),
+                since=parse_when(since),
+                until=parse_when(until),
+                limit=limit,
+                sort=sort,
+            )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         ids = [i.id for i in page.items]
@@ -86,15 +110,23 @@ def register(app: typer.Typer) -> None:
                 table.add_column(col, overflow="fold")
             for r, item in zip(rows, page.items, strict=True):
                 text = (item.snippet or item.mention.body).replace("\n", " ")
-                table.add_row(item.mention.created_at.strftime("%Y-%m-%d %H:%M"), r["source"], r["author"] or "",
-                              text[:240], r["sentiment"] or "", r["url"] or "")
+                table.add_row(
+                    item.mention.created_at.strftime("%Y-%m-%d %H:%M"),
+                    r["source"],
+                    r["author"] or "",
+                    text[:240],
+                    r["sentiment"] or "",
+                    r["url"] or "",
+                )
             console.print(table)
 
     @app.command()
     def digest(
         typer_ctx: typer.Context,
         since: Annotated[str, typer.Option(help="Period length: 24h, 7d …")] = "24h",
-        until: Annotated[str | None, typer.Option(help="End of period (ISO date or duration ago); default now.")] = None,
+        until: Annotated[
+            str | None, typer.Option(help="End of period (ISO date or duration ago); default now.")
+        ] = None,
         fmt: Annotated[DigestFormat, typer.Option("--format", "-f")] = DigestFormat.md,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
     ) -> None:

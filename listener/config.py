@@ -124,9 +124,7 @@ def _resolve_secrets(value: Any, key: str, path: str) -> Any:
         return [_resolve_secrets(v, f"{key}[{i}]", path) for i, v in enumerate(value)]
     leaf = key.rsplit(".", 1)[-1]
     if isinstance(value, str) and value and _SECRET_KEY.search(leaf):
-        raise ConfigError(
-            f'looks like a secret written literally; use {{ env = "VARIABLE" }} instead', path=path, key=key
-        )
+        raise ConfigError('looks like a secret written literally; use { env = "VARIABLE" } instead', path=path, key=key)
     return value
 
 
@@ -168,7 +166,9 @@ def _parse_source(i: int, raw: Any, path: str) -> SourceConfig:
         every=_duration(raw, "every", timedelta(minutes=15), path=path, where=where),
         cron=cron,
         backfill=_duration(raw, "backfill", timedelta(days=7), path=path, where=where),
-        lookback=_duration(raw, "lookback", timedelta(0), path=path, where=where) if "lookback" in raw else timedelta(0),
+        lookback=_duration(raw, "lookback", timedelta(0), path=path, where=where)
+        if "lookback" in raw
+        else timedelta(0),
         match=match,
         rate=float(rate) if rate is not None else None,
         enabled=bool(raw.get("enabled", True)),
@@ -208,7 +208,9 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
     storage = data.get("storage", {})
     if not isinstance(general, dict) or not isinstance(storage, dict):
         raise ConfigError("[listener] and [storage] must be tables", path=path)
-    sections = {k: _resolve_secrets(v, k, path) for k, v in data.items() if k not in {"watch", "source", "listener", "storage"}}
+    sections = {
+        k: _resolve_secrets(v, k, path) for k, v in data.items() if k not in {"watch", "source", "listener", "storage"}
+    }
     storage_url = storage.get("url")
     if storage_url is not None and not isinstance(storage_url, str):
         raise ConfigError("must be a string URL", path=path, key="storage.url")

@@ -72,7 +72,9 @@ def parse_when(text: str | None, *, now: datetime | None = None) -> datetime | N
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise UsageError(f"{text!r} is not a date (use 2026-11-01, 2026-11-01T08:00 or a duration like 7d)") from None
+            raise UsageError(
+                f"{text!r} is not a date (use 2026-11-01, 2026-11-01T08:00 or a duration like 7d)"
+            ) from None
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     try:
         return now - parse_duration(value)

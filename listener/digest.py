@@ -77,8 +77,13 @@ def _rank(m: Mention, sentiment: str | None) -> tuple[int, float, datetime]:
 
 
 def build_digest(
-    store: Store, config: Config, *, since: datetime | None = None, until: datetime | None = None,
-    period: timedelta = timedelta(hours=24), quotes_per_watch: int = 3,
+    store: Store,
+    config: Config,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    period: timedelta = timedelta(hours=24),
+    quotes_per_watch: int = 3,
 ) -> Digest:
     until = until or utcnow()
     since = since or until - period
@@ -94,7 +99,7 @@ def build_digest(
     for watch in config.watches:
         hits = [m for m in mentions if watch.name in m.matched]
         summary = WatchSummary(watch.name, watch.competitor, len(hits), prev_by_watch[watch.name])
-        summary.sentiment.update(labels[m.id] for m in hits if labels.get(m.id))
+        summary.sentiment.update(label for m in hits if (label := labels.get(m.id)))
         seen_texts: set[str] = set()
         for m in sorted(hits, key=lambda m: _rank(m, labels.get(m.id)), reverse=True):
             key = " ".join(m.text.lower().split())[:120]
@@ -108,14 +113,22 @@ def build_digest(
     health = []
     for state in store.source_states():
         if state.consecutive_failures:
-            health.append(SourceHealthLine(state.source, f"failing ({state.consecutive_failures}×): {state.last_error}"))
+            health.append(
+                SourceHealthLine(state.source, f"failing ({state.consecutive_failures}×): {state.last_error}")
+            )
         elif state.last_success_at is None and state.last_run_at is not None:
             health.append(SourceHealthLine(state.source, "never succeeded"))
     sentiment: Counter[str] = Counter(label for label in labels.values() if label)
     return Digest(
-        since=since, until=until, total=len(mentions), previous_total=len(previous),
-        by_source=Counter(m.source for m in mentions), by_kind=Counter(m.kind for m in mentions),
-        sentiment=sentiment, watches=watches, health=health,
+        since=since,
+        until=until,
+        total=len(mentions),
+        previous_total=len(previous),
+        by_source=Counter(m.source for m in mentions),
+        by_kind=Counter(m.kind for m in mentions),
+        sentiment=sentiment,
+        watches=watches,
+        health=health,
     )
 
 
@@ -151,17 +164,29 @@ def render_markdown(d: Digest) -> str:
         "",
     ]
     if d.health:
-        lines += ["## ⚠ Source health", ""] + [f"- **{_md_escape(h.source)}**: {_md_escape(h.problem)}" for h in d.health] + [""]
+        lines += (
+            ["## ⚠ Source health", ""]
+            + [f"- **{_md_escape(h.source)}**: {_md_escape(h.problem)}" for h in d.health]
+            + [""]
+        )
     lines += ["## By source", "", "| source | mentions |", "|---|---:|"]
     lines += [f"| {_md_escape(s)} | {n} |" for s, n in d.by_source.most_common()] or ["| – | 0 |"]
     lines.append("")
     for w in d.watches:
         tag = " (competitor)" if w.competitor else ""
-        lines += [f"## {_md_escape(w.name)}{tag} — {w.count} mentions ({_change(w.count, w.previous)})", f"_{_sentiment_line(w.sentiment)}_", ""]
+        lines += [
+            f"## {_md_escape(w.name)}{tag} — {w.count} mentions ({_change(w.count, w.previous)})",
+            f"_{_sentiment_line(w.sentiment)}_",
+            "",
+        ]
         for q in w.quotes:
             who = _md_escape(q.author) if q.author else "someone"
             mood = f" [{q.sentiment}]" if q.sentiment else ""
-            link = f" — [{_md_escape(q.source)}]({q.url})" if q.url and q.url.startswith(("http://", "https://")) else f" — {_md_escape(q.source)}"
+            link = (
+                f" — [{_md_escape(q.source)}]({q.url})"
+                if q.url and q.url.startswith(("http://", "https://"))
+                else f" — {_md_escape(q.source)}"
+            )
             lines.append(f"> {_md_escape(q.text)}\n> — {who}, {q.created_at:%b %d}{mood}{link}\n")
         if not w.quotes:
             lines += ["_No mentions in this period._", ""]
@@ -170,13 +195,19 @@ def render_markdown(d: Digest) -> str:
 
 def render_text(d: Digest) -> str:
     fmt = "%Y-%m-%d %H:%M"
-    out = [f"Customer voice digest {d.since:{fmt}} -> {d.until:{fmt}} UTC",
-           f"{d.total} mentions ({_change(d.total, d.previous_total)} vs previous period); {_sentiment_line(d.sentiment)}"]
+    out = [
+        f"Customer voice digest {d.since:{fmt}} -> {d.until:{fmt}} UTC",
+        f"{d.total} mentions ({_change(d.total, d.previous_total)} vs previous period); {_sentiment_line(d.sentiment)}",
+    ]
     for h in d.health:
         out.append(f"! {h.source}: {h.problem}")
     out.append("By source: " + (", ".join(f"{s} {n}" for s, n in d.by_source.most_common()) or "none"))
     for w in d.watches:
-        out += ["", f"{w.name}{' (competitor)' if w.competitor else ''}: {w.count} mentions ({_change(w.count, w.previous)}); {_sentiment_line(w.sentiment)}"]
+        out += [
+            "",
+            f"{w.name}{' (competitor)' if w.competitor else ''}: {w.count} mentions "
+            f"({_change(w.count, w.previous)}); {_sentiment_line(w.sentiment)}",
+        ]
         for q in w.quotes:
-            out.append(f"  \"{q.text}\" — {q.author or 'someone'} ({q.source}) {q.url or ''}".rstrip())
+            out.append(f'  "{q.text}" — {q.author or "someone"} ({q.source}) {q.url or ""}'.rstrip())
     return "\n".join(out) + "\n"

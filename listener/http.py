@@ -98,7 +98,9 @@ class Response:
         except (ValueError, UnicodeDecodeError) as exc:
             head = self.content[:80].decode("utf-8", errors="replace").strip()
             kind = "HTML" if head.lstrip().startswith("<") else (self.content_type or "non-JSON")
-            raise FetchError(self.url, f"expected JSON but got {kind} ({exc.__class__.__name__}: {head[:60]!r})", status=self.status) from None
+            raise FetchError(
+                self.url, f"expected JSON but got {kind} ({exc.__class__.__name__}: {head[:60]!r})", status=self.status
+            ) from None
 
 
 @dataclass
@@ -181,7 +183,7 @@ class HttpClient:
             limiter.next_at = now + limiter.interval
 
     def defer(self, host: str, seconds: float) -> None:
-        """Hold every request to `host` for `seconds` (a service's own back-off field, e.g. Stack Exchange's `backoff`)."""
+        """Hold every request to `host` for `seconds` (a service's own back-off, e.g. Stack Exchange's `backoff`)."""
         self._delay_host(host, seconds)
 
     def _delay_host(self, host: str, seconds: float) -> None:
@@ -220,7 +222,9 @@ class HttpClient:
                 host = urlsplit(url).netloc
                 self._stats(host).errors += 1
                 if attempt >= self.retries:
-                    raise FetchError(url, f"{exc.__class__.__name__}: {exc or 'no response'} (after {attempt + 1} attempts)") from None
+                    raise FetchError(
+                        url, f"{exc.__class__.__name__}: {exc or 'no response'} (after {attempt + 1} attempts)"
+                    ) from None
                 self._stats(host).retries += 1
                 self._sleep(self._backoff(attempt))
                 attempt += 1
@@ -231,11 +235,18 @@ class HttpClient:
                 if response.status == 429:
                     self._stats(host).rate_limited += 1
                 if retry_after is not None and retry_after > self.max_retry_after:
-                    raise RateLimited(url, f"HTTP {response.status}; asked to retry after {retry_after:.0f}s", retry_after=retry_after, status=response.status)
+                    raise RateLimited(
+                        url,
+                        f"HTTP {response.status}; asked to retry after {retry_after:.0f}s",
+                        retry_after=retry_after,
+                        status=response.status,
+                    )
                 if attempt >= self.retries:
                     if response.status == 429:
                         raise RateLimited(url, f"HTTP 429 after {attempt + 1} attempts", retry_after=retry_after)
-                    raise FetchError(url, f"HTTP {response.status} after {attempt + 1} attempts", status=response.status)
+                    raise FetchError(
+                        url, f"HTTP {response.status} after {attempt + 1} attempts", status=response.status
+                    )
                 wait = retry_after if retry_after is not None else self._backoff(attempt)
                 self._stats(host).retries += 1
                 self._delay_host(host, wait)

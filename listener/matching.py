@@ -77,9 +77,7 @@ def parse_query(text: str) -> QueryExpr:
         raise ValueError(f"query {text!r} has a dangling OR")
     return QueryExpr(
         source=text,
-        alternatives=tuple(
-            Alternative(required=tuple(a), patterns=tuple(_phrase_pattern(p) for p in a)) for a in alts
-        ),
+        alternatives=tuple(Alternative(required=tuple(a), patterns=tuple(_phrase_pattern(p) for p in a)) for a in alts),
         excluded=tuple(excluded),
         exclusion_patterns=tuple(_phrase_pattern(p) for p in excluded if p),
     )
@@ -95,7 +93,9 @@ class WatchQuery:
     expressions: tuple[QueryExpr, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
-    def build(cls, name: str, terms: list[str] | tuple[str, ...], competitor: bool = False, *, path: str | None = None) -> WatchQuery:
+    def build(
+        cls, name: str, terms: list[str] | tuple[str, ...], competitor: bool = False, *, path: str | None = None
+    ) -> WatchQuery:
         exprs = []
         for i, term in enumerate(terms):
             try:

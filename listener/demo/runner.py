@@ -36,7 +36,7 @@ class _FeedHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def send_head(self):  # type: ignore[no-untyped-def]
+    def send_head(self):  # type: ignore[no-untyped-def,unused-ignore]
         path = Path(self.translate_path(self.path))
         if path.is_file():
             etag = '"' + hashlib.sha1(path.read_bytes()).hexdigest()[:16] + '"'
@@ -54,7 +54,7 @@ class _FeedHandler(SimpleHTTPRequestHandler):
             self.send_header("ETag", etag)
         super().end_headers()
 
-    def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
+    def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def,unused-ignore]
         data = source.read()
         type(self).body_bytes += len(data)
         outputfile.write(data)
@@ -73,8 +73,7 @@ def serve_feeds(directory: Path = FEEDS) -> Iterator[tuple[str, type[_FeedHandle
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        host, port = httpd.server_address[:2]
-        yield f"http://{host}:{port}", handler
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -106,12 +105,16 @@ def run_demo(*, db: Path, fresh: bool = True, enrich: bool = True, console: Cons
         first = pipeline.run()
         out.print(f"[bold]1st fetch[/] from {len(first)} bundled feeds served on {base}:")
         for r in first:
-            out.print(f"  {r.source:<28} {r.fetched:>3} entries parsed, {r.kept:>3} kept, {r.new:>3} new"
-                      + (f"  [red]{r.error}[/]" if r.error else ""))
+            out.print(
+                f"  {r.source:<28} {r.fetched:>3} entries parsed, {r.kept:>3} kept, {r.new:>3} new"
+                + (f"  [red]{r.error}[/]" if r.error else "")
+            )
         before = handler.body_bytes
         second = pipeline.run()
-        out.print(f"[bold]2nd fetch[/] (unchanged feeds): {sum(r.new for r in second)} new rows, "
-                  f"{handler.body_bytes - before} body bytes downloaded (ETag → 304)")
+        out.print(
+            f"[bold]2nd fetch[/] (unchanged feeds): {sum(r.new for r in second)} new rows, "
+            f"{handler.body_bytes - before} body bytes downloaded (ETag → 304)"
+        )
         http.close()
     if enrich:
         try:
@@ -125,6 +128,8 @@ def run_demo(*, db: Path, fresh: bool = True, enrich: bool = True, console: Cons
         digest = build_digest(store, config, until=until, period=timedelta(days=14))
         out.print()
         out.print(render_markdown(digest), markup=False, highlight=False)
-    out.print(f"\nThe data is in {db}. Try:\n  listener --db {db} search '\"acme notes\" sync' \n"
-              f"  listener --db {db} search --watch notably --format csv\n  listener --db {db} digest --since 30d")
+    out.print(
+        f"\nThe data is in {db}. Try:\n  listener --db {db} search '\"acme notes\" sync' \n"
+        f"  listener --db {db} search --watch notably --format csv\n  listener --db {db} digest --since 30d"
+    )
     return store

@@ -11,7 +11,7 @@ import pytest
 
 from listener.cli import main
 from tests.listener.test_pipeline import FEED
-from tests.support.server import Reply, ReplayServer
+from tests.support.server import ReplayServer, Reply
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -26,7 +26,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def write_config(tmp_path: Path, server: ReplayServer) -> Path:
     cfg = tmp_path / "listener.toml"
-    cfg.write_text(f"""
+    cfg.write_text(
+        f"""
 [storage]
 database = "l.db"
 [[watch]]
@@ -45,7 +46,9 @@ backfill = "3650d"
 name = "broken"
 kind = "rss"
 url = "{server.url}/broken"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return cfg
 
 
@@ -68,7 +71,9 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 2 and "not found" in err
 
 
-def test_fetch_search_digest_state(tmp_path: Path, replay_server: ReplayServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fetch_search_digest_state(
+    tmp_path: Path, replay_server: ReplayServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     replay_server.routes["/feed"] = Reply(body=FEED, content_type="application/rss+xml")
     replay_server.routes["/broken"] = Reply(body=b"<html>oops</html>", content_type="text/html")
     cfg = str(write_config(tmp_path, replay_server))

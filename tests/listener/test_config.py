@@ -21,11 +21,13 @@ def test_example_config_is_valid_and_has_every_kind() -> None:
     from listener.types import SOURCE_KINDS
 
     config = load_config(EXAMPLE)
-    assert {s.kind for s in config.sources} == set(SOURCE_KINDS) - {"rss"} | {"rss"}
+    assert {s.kind for s in config.sources} == set(SOURCE_KINDS)
     assert any(w.competitor for w in config.watches)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("1h30m", 5400), ("7d", 604800), ("2w", 1209600)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("15m", 900), ("1h30m", 5400), ("7d", 604800), ("2w", 1209600)]
+)
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
@@ -37,7 +39,9 @@ def test_bad_durations(bad: str) -> None:
 
 
 def test_source_params_and_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
 [[watch]]
 name = "acme"
 terms = "acme"
@@ -48,7 +52,8 @@ base_url = "https://forum.example.com"
 api_key = { env = "FORUM_KEY" }
 every = "5m"
 backfill = "2d"
-""")
+""",
+    )
     config = load_config(p)
     src = config.source("forum")
     assert src.every == timedelta(minutes=5) and src.backfill == timedelta(days=2)

@@ -30,7 +30,7 @@ def test_query_language(query: str, text: str, expected: bool) -> None:
 
 @pytest.mark.parametrize("bad", ["-acme", "acme OR", '"unclosed', "OR"])
 def test_bad_queries_raise_readable_errors(bad: str) -> None:
-    with pytest.raises(ValueError, match="query|parse"):
+    with pytest.raises(ValueError, match=r"query|parse"):
         parse_query(bad)
 
 

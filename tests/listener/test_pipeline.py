@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from listener.matching import WatchQuery
 from listener.pipeline import Pipeline, keep_matching
 from listener.types import Mention, utcnow
 from storage import Store
-from tests.support.server import Reply, ReplayServer
+from tests.support.server import ReplayServer, Reply
 
 FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
 <item><guid>1</guid><title>Acme sync is broken</title><description>since the update</description><pubDate>Mon, 23 Nov 2026 10:00:00 GMT</pubDate></item>
@@ -31,7 +32,7 @@ def config(url: str, *, match: str = "watch", extra: tuple[SourceConfig, ...] = 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     s = Store.open(tmp_path / "t.db")
     yield s
     s.close()
@@ -76,7 +77,16 @@ def test_one_failing_source_never_stops_the_others(replay_server: ReplayServer, 
 def test_keep_matching_merges_connector_matches() -> None:
     src = SourceConfig("s", "rss")
     cfg = Config(path=None, watches=(WatchQuery.build("acme", ["acme"]),))
-    m = Mention(source="s", kind="rss", native_id="x", url=None, title=None, text="acme!", author=None,
-                created_at=utcnow(), matched=("pre",))
+    m = Mention(
+        source="s",
+        kind="rss",
+        native_id="x",
+        url=None,
+        title=None,
+        text="acme!",
+        author=None,
+        created_at=utcnow(),
+        matched=("pre",),
+    )
     [kept] = keep_matching(src, cfg, [m])
     assert kept.matched == ("pre", "acme")

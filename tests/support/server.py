@@ -52,12 +52,22 @@ class ReplayServer:
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
-                seen = Seen("GET", parts.path, parse_qs(parts.query), {k.lower(): v for k, v in self.headers.items()}, time.monotonic())
+                seen = Seen(
+                    "GET",
+                    parts.path,
+                    parse_qs(parts.query),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    time.monotonic(),
+                )
                 server.requests.append(seen)
                 route = server.routes.get(parts.path)
-                reply = Reply(404, b"not found", content_type="text/plain") if route is None else (route(seen) if callable(route) else route)
+                reply = (
+                    Reply(404, b"not found", content_type="text/plain")
+                    if route is None
+                    else (route(seen) if callable(route) else route)
+                )
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.etag and seen.headers.get("if-none-match") == reply.etag:
@@ -86,8 +96,7 @@ class ReplayServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def start(self) -> ReplayServer:
         self._thread.start()
