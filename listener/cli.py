@@ -262,10 +262,11 @@ def db_check(typer_ctx: typer.Context) -> None:
 
 
 def _register_more() -> None:
-    from listener import cli_model, cli_query
+    from listener import cli_model, cli_query, cli_serve
 
     cli_query.register(app)
     cli_model.register(app)
+    cli_serve.register(app)
 
 
 _register_more()
