@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
-from urllib.robotparser import RobotFileParser
 
 import httpx
+from protego import Protego
 
 from listener import __version__
 from listener.errors import FetchError, RateLimited
@@ -149,7 +149,7 @@ class HttpClient:
         self._clock = clock
         self._limiters: dict[str, _HostLimiter] = {}
         self._limiters_lock = threading.Lock()
-        self._robots: dict[str, RobotFileParser | None] = {}
+        self._robots: dict[str, Protego | None] = {}
         self.stats: dict[str, HostStats] = {}
         self._client = httpx.Client(
             transport=transport,
@@ -316,11 +316,11 @@ class HttpClient:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         if origin not in self._robots:
-            parser: RobotFileParser | None = RobotFileParser()
+            # Protego follows RFC 9309 (longest match wins); urllib.robotparser applies the first match.
+            parser: Protego | None
             try:
                 resp = self.get(f"{origin}/robots.txt", max_bytes=512 * 1024)
-                assert parser is not None
-                parser.parse(resp.text.splitlines())
+                parser = Protego.parse(resp.text)
             except FetchError as exc:
                 if exc.status is not None and 400 <= exc.status < 500:
                     parser = None  # no robots.txt: everything allowed
@@ -328,7 +328,7 @@ class HttpClient:
                     raise
             self._robots[origin] = parser
         parser = self._robots[origin]
-        return True if parser is None else parser.can_fetch(self.user_agent, url)
+        return True if parser is None else bool(parser.can_fetch(url, self.user_agent))
 
     def close(self) -> None:
         self._client.close()
