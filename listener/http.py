@@ -18,6 +18,7 @@ import json
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,9 @@ from protego import Protego
 from listener import __version__
 from listener.errors import FetchError, RateLimited
 
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+RETRY_STATUSES = frozenset({408, 425, 429, *range(500, 600)} - {501, 505})
+"""Worth another try: timeouts, rate limits and server-side trouble (not "not implemented"/"version")."""
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_RATE = 1.0
 MAX_REDIRECTS = 5
@@ -218,6 +221,8 @@ class HttpClient:
         while True:
             try:
                 response = self._get_following_redirects(url, params, request_headers, cap)
+            except httpx.UnsupportedProtocol as exc:  # e.g. a redirect to ftp://: retrying cannot help
+                raise FetchError(url, f"unsupported URL scheme: {exc}") from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 host = urlsplit(url).netloc
                 self._stats(host).errors += 1
@@ -242,6 +247,8 @@ class HttpClient:
                         status=response.status,
                     )
                 if attempt >= self.retries:
+                    if retry_after is not None:
+                        self._delay_host(host, retry_after)  # other sources sharing the host honour it too
                     if response.status == 429:
                         raise RateLimited(url, f"HTTP 429 after {attempt + 1} attempts", retry_after=retry_after)
                     raise FetchError(
@@ -281,6 +288,8 @@ class HttpClient:
                     target = urljoin(str(raw.url), location)
                     if urlsplit(current).scheme == "https" and urlsplit(target).scheme != "https":
                         raise FetchError(current, f"refused redirect from https to {urlsplit(target).scheme}: {target}")
+                    if urlsplit(target)[:2] != urlsplit(current)[:2]:  # another origin: never forward credentials
+                        headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
                     current, params = target, None
                     continue
                 body = b""
@@ -296,18 +305,38 @@ class HttpClient:
         encoded = raw.headers.get("content-encoding")
         if declared and declared.isdigit() and not encoded and int(declared) > cap:
             raise FetchError(url, f"response of {int(declared)} bytes exceeds the {cap}-byte cap")
+        coding = (encoded or "identity").strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif coding == "deflate":
+            inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib-wrapped deflate (auto-detects gzip too)
+        elif coding == "identity":
+            inflater = None
+        else:
+            raise FetchError(url, f"unsupported Content-Encoding {coding!r}")
+        if raw.is_stream_consumed:  # already read and decoded (e.g. a MockTransport reply built from bytes)
+            inflater = None
+        source = iter([raw.content]) if raw.is_stream_consumed else raw.iter_raw()
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in raw.iter_bytes():
-                size += len(chunk)
-                if size > cap:
-                    raise FetchError(url, f"response exceeds the {cap}-byte cap (decompressed)")
-                chunks.append(chunk)
-        except httpx.DecodingError as exc:
+            for data in source:  # still compressed: inflate no more than the cap allows
+                while data:
+                    if inflater is None:
+                        out, data = data, b""
+                    else:
+                        out = inflater.decompress(data, cap + 1 - size)
+                        data = inflater.unconsumed_tail
+                    size += len(out)
+                    if size > cap:
+                        raise FetchError(url, f"response exceeds the {cap}-byte cap (decompressed)")
+                    chunks.append(out)
+            rest = inflater.flush() if inflater is not None else b""
+            if size + len(rest) > cap:
+                raise FetchError(url, f"response exceeds the {cap}-byte cap (decompressed)")
+            chunks.append(rest)
+        except zlib.error as exc:
             raise FetchError(url, f"corrupt compressed body: {exc}") from None
-        except httpx.RemoteProtocolError as exc:
-            raise FetchError(url, f"truncated body: {exc}") from None
         return b"".join(chunks)
 
     # -- robots.txt ----------------------------------------------------------------------------
