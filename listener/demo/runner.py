@@ -13,6 +13,7 @@ import threading
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -81,7 +82,9 @@ def serve_feeds(directory: Path = FEEDS) -> Iterator[tuple[str, type[_FeedHandle
 
 def demo_config(base_url: str) -> Config:
     text = (HERE / "demo.toml").read_text(encoding="utf-8").replace("{DEMO_BASE}", base_url)
-    return parse_config(tomllib.loads(text), str(HERE / "demo.toml"))
+    config = parse_config(tomllib.loads(text), str(HERE / "demo.toml"))
+    # All demo feeds share one local host; the per-host politeness limit is for real sites, not for us.
+    return replace(config, sources=tuple(replace(s, rate=s.rate or 50.0) for s in config.sources))
 
 
 def run_demo(*, db: Path, fresh: bool = True, enrich: bool = True, console: Console | None = None) -> Store:
