@@ -1,0 +1,204 @@
+"""SQLModel tables: the schema the alembic migrations create, and what the Core queries run against.
+
+`mention.seq` is the integer rowid (SQLite) / identity (PostgreSQL): FTS5 external-content tables
+need a stable integer key, and keyset pagination over an integer is cheap. `mention.id`
+(= ``Mention.id``) is the logical key every lookup and foreign key uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Always write UTC and always read tz-aware UTC, whatever the backend does with zones.
+
+    SQLite has no zone support (SQLAlchemy stores a fixed-width, sortable naive string), so aware
+    values are converted to UTC and stripped; PostgreSQL uses ``timestamptz``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    # SQLite fast path: the same text SQLAlchemy's DATETIME writes ("2026-01-02 03:04:05.000006"), made by
+    # one C call instead of TypeDecorator + format-string layers. Ingestion binds three per mention.
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            return value.isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+        return process
+
+
+def json_type() -> sa.types.TypeEngine[Any]:
+    """JSON text on SQLite, JSONB on PostgreSQL (JSONB has equality, so DISTINCT/GROUP BY work)."""
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def dumps(value: Any) -> str:
+    """The JSON serializer for every JSON column: compact, UTF-8 kept, odd values stringified.
+
+    NUL becomes U+FFFD: PostgreSQL's JSONB rejects \\u0000, and one scraped control character
+    must not fail a whole batch.
+    """
+    text = _ENCODER.encode(value)
+    return _ENCODER.encode(_without_nul(value)) if "\\u0000" in text else text
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _dt(*, nullable: bool = True) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
+
+
+class MentionRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "mention"
+    __table_args__ = (
+        sa.Index("ix_mention_source_created_at", "source", "created_at"),
+        sa.Index("ix_mention_created_at", "created_at"),
+        sa.Index("ix_mention_kind", "kind"),
+        sa.Index("ix_mention_author", "author"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: int | None = Field(
+        default=None, primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    )
+    id: str = Field(max_length=64, unique=True)
+    source: str = Field(max_length=200)
+    kind: str = Field(max_length=50)
+    native_id: str = Field(sa_type=sa.Text)
+    url: str | None = Field(default=None, sa_type=sa.Text)
+    title: str | None = Field(default=None, sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+    author: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _dt(nullable=False)
+    fetched_at: datetime = _dt(nullable=False)
+    updated_at: datetime = _dt(nullable=False)
+    thread_id: str | None = Field(default=None, sa_type=sa.Text)
+    parent_id: str | None = Field(default=None, sa_type=sa.Text)
+    score: float | None = None
+    comments: int | None = None
+    rating: float | None = None
+    language: str | None = Field(default=None, max_length=20)
+    matched: list[str] = Field(default_factory=list, sa_type=json_type(), nullable=False)
+    extra: dict[str, Any] = Field(default_factory=dict, sa_type=json_type(), nullable=False)
+    raw: str | None = Field(default=None, sa_type=sa.Text)
+    content_hash: str = Field(max_length=64)
+    deleted: bool = Field(default=False)
+
+
+class MentionWatchRow(SQLModel, table=True):
+    """One row per (mention, watch name): filtering by watch is an indexed join, not a JSON scan."""
+
+    __tablename__: ClassVar[str] = "mention_watch"
+    __table_args__ = (sa.Index("ix_mention_watch_watch", "watch"),)
+
+    mention_id: str = Field(
+        sa_column=sa.Column(sa.String(64), sa.ForeignKey("mention.id", ondelete="CASCADE"), primary_key=True)
+    )
+    watch: str = Field(max_length=200, primary_key=True)
+
+
+class SourceStateRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "source_state"
+
+    source: str = Field(max_length=200, primary_key=True)
+    cursor: str | None = Field(default=None, sa_type=sa.Text)
+    last_run_at: datetime | None = _dt()
+    last_success_at: datetime | None = _dt()
+    last_error: str | None = Field(default=None, sa_type=sa.Text)
+    last_error_at: datetime | None = _dt()
+    consecutive_failures: int = Field(default=0)
+    notes: list[str] = Field(default_factory=list, sa_type=json_type(), nullable=False)
+    total_mentions: int = Field(default=0)
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "run"
+    __table_args__ = (sa.Index("ix_run_source_id", "source", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=200)
+    started_at: datetime = _dt(nullable=False)
+    finished_at: datetime | None = _dt()
+    status: str = Field(max_length=20)
+    new: int = Field(default=0)
+    duplicates: int = Field(default=0)
+    updated: int = Field(default=0)
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    notes: list[str] = Field(default_factory=list, sa_type=json_type(), nullable=False)
+
+
+class EnrichmentRow(SQLModel, table=True):
+    """Keyed by model version so re-enrichment with a new model keeps the old results (history)."""
+
+    __tablename__: ClassVar[str] = "enrichment"
+    __table_args__ = (sa.Index("ix_enrichment_stage_version", "stage", "model_version"),)
+
+    mention_id: str = Field(
+        sa_column=sa.Column(sa.String(64), sa.ForeignKey("mention.id", ondelete="CASCADE"), primary_key=True)
+    )
+    stage: str = Field(max_length=100, primary_key=True)
+    model_version: str = Field(max_length=200, primary_key=True)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=json_type(), nullable=False)
+    created_at: datetime = _dt(nullable=False)
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, sa.Table)
+    return table
+
+
+metadata = SQLModel.metadata
+mention = _table(MentionRow)
+mention_watch = _table(MentionWatchRow)
+source_state = _table(SourceStateRow)
+run = _table(RunRow)
+enrichment = _table(EnrichmentRow)

@@ -1,0 +1,203 @@
+"""Search and listing queries: filters, full-text (FTS5 / tsvector), sorting and keyset pages.
+
+Pages are keyset, not OFFSET: the token carries the last row's sort key and `seq`, so page 50
+costs the same as page 1 and rows inserted meanwhile never shift or duplicate what follows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from listener.types import Mention, as_utc
+from storage.fts import fts5_match, parse_search, pg_tsquery
+from storage.models import UTCDateTime, mention, mention_watch
+from storage.records import SearchPage, StoredMention, to_mention
+
+SORTS = ("newest", "relevance", "engagement")
+NO_SCORE = -1e300
+"""Engagement sort key for mentions without a score: after every real score, negative ones included."""
+MAX_LIMIT = 1000
+
+_FTS = sa.table("mention_fts", sa.column("rowid", sa.Integer))
+_FTS_NAME: ColumnElement[Any] = sa.literal_column("mention_fts")
+_PG_SEARCH: ColumnElement[Any] = sa.literal_column("mention.search")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Everything `search`/`count` narrow by besides the text query. Windows are [since, until)."""
+
+    sources: Sequence[str] = ()
+    kinds: Sequence[str] = ()
+    watches: Sequence[str] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    authors: Sequence[str] = ()
+    include_deleted: bool = False
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = []
+        if self.sources:
+            where.append(mention.c.source.in_(list(self.sources)))
+        if self.kinds:
+            where.append(mention.c.kind.in_(list(self.kinds)))
+        if self.authors:
+            where.append(mention.c.author.in_(list(self.authors)))
+        if self.watches:
+            watched = sa.select(sa.literal(1)).where(
+                mention_watch.c.mention_id == mention.c.id, mention_watch.c.watch.in_(list(self.watches))
+            )
+            where.append(sa.exists(watched))
+        if self.since is not None:
+            where.append(mention.c.created_at >= as_utc(self.since))
+        if self.until is not None:
+            where.append(mention.c.created_at < as_utc(self.until))
+        if not self.include_deleted:
+            where.append(mention.c.deleted == sa.false())
+        return where
+
+
+def _text_search(query: str, dialect: str) -> tuple[ColumnElement[bool], ColumnElement[Any], ColumnElement[Any]]:
+    """(match condition, rank where lower is better, snippet) for one dialect."""
+    parsed = parse_search(query)
+    if dialect == "sqlite":
+        match = _FTS_NAME.op("MATCH")(sa.bindparam("fts_query", fts5_match(parsed), type_=sa.Text))
+        # A hit in the title counts double, one in the author name half.
+        bm25: ColumnElement[Any] = sa.func.bm25(_FTS_NAME, 2.0, 1.0, 0.5)
+        snippet = sa.func.snippet(_FTS_NAME, -1, "[", "]", "…", 16)
+        return match.self_group(), bm25, snippet
+    tsquery = pg_tsquery(parsed)
+    match = _PG_SEARCH.op("@@")(tsquery)
+    # float8, not ts_rank_cd's float4: the page token must carry the exact value the next query compares.
+    rank: ColumnElement[Any] = sa.cast(-sa.func.ts_rank_cd(_PG_SEARCH, tsquery), sa.Float(precision=53))
+    body = sa.func.concat_ws(" — ", mention.c.title, mention.c.text)
+    options = 'StartSel="[", StopSel="]", MaxWords=24, MinWords=10, MaxFragments=1, FragmentDelimiter="…"'
+    snippet = sa.func.ts_headline(sa.literal_column("'simple'::regconfig"), body, tsquery, options)
+    return match, rank, snippet
+
+
+@dataclass
+class _Plan:
+    """FROM + WHERE shared by search and count, plus the rank/snippet a text query brings."""
+
+    from_: Any
+    where: list[ColumnElement[bool]]
+    match: ColumnElement[bool] | None = None
+    rank: ColumnElement[Any] | None = None
+    snippet: ColumnElement[Any] | None = None
+
+
+def _plan(query: str | None, filters: Filters, dialect: str) -> _Plan:
+    plan = _Plan(from_=mention, where=filters.clauses())
+    if query is not None and query.strip():
+        plan.match, plan.rank, plan.snippet = _text_search(query, dialect)
+        if dialect == "sqlite":
+            plan.from_ = mention.join(_FTS, _FTS.c.rowid == mention.c.seq)
+        plan.where.append(plan.match)
+    return plan
+
+
+def _encode(sort: str, key: Any, seq: int) -> str:
+    data = json.dumps([sort, key, seq], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _decode(token: str, sort: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        kind, key, seq = json.loads(raw)
+        if kind != sort or not isinstance(seq, int) or isinstance(seq, bool):
+            raise ValueError
+        if sort == "newest":
+            key = datetime.fromisoformat(key)
+        elif not isinstance(key, int | float) or isinstance(key, bool):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValueError("invalid page cursor") from None
+    return key, seq
+
+
+def search(
+    conn: Connection,
+    query: str | None,
+    filters: Filters,
+    *,
+    limit: int,
+    after: str | None,
+    sort: str,
+) -> SearchPage:
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r} (use one of: {', '.join(SORTS)})")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    plan = _plan(query, filters, conn.dialect.name)
+    rank, where = plan.rank, plan.where
+    if sort == "relevance" and rank is None:
+        sort = "newest"  # nothing to be relevant to: newest first is the useful order
+    key: ColumnElement[Any]
+    if sort == "relevance":
+        assert rank is not None
+        key, descending = rank, False
+    elif sort == "engagement":
+        key, descending = sa.func.coalesce(mention.c.score, NO_SCORE), True
+    else:
+        key, descending = mention.c.created_at, True
+    if after is not None:
+        last_key, last_seq = _decode(after, sort)
+        bound = sa.bindparam("after_key", last_key, type_=UTCDateTime if sort == "newest" else sa.Float)
+        beyond = key < bound if descending else key > bound
+        where.append(sa.or_(beyond, sa.and_(key == bound, mention.c.seq < last_seq)))
+    # Two steps: rank/sort only (seq, key) over all matches, then fetch full rows and snippets for
+    # the page. Sorting wide rows, or computing snippets for every match, costs 10-50x on big hits.
+    page = (
+        sa.select(mention.c.seq, key.label("_key"))
+        .select_from(plan.from_)
+        .where(*where)
+        .order_by(key.desc() if descending else key.asc(), mention.c.seq.desc())
+        .limit(limit + 1)
+    )
+    keys = conn.execute(page).all()
+    seqs = [row.seq for row in keys[:limit]]
+    columns: list[Any] = [*mention.c]
+    if plan.snippet is not None:
+        columns.append(plan.snippet.label("_snippet"))
+    fetch = sa.select(*columns).select_from(plan.from_).where(mention.c.seq.in_(seqs))
+    if plan.match is not None:
+        fetch = fetch.where(plan.match)  # FTS5 snippet() only works in a MATCH query
+    rows = {row["seq"]: row for row in conn.execute(fetch).mappings()} if seqs else {}
+    items = [
+        StoredMention(mention=to_mention(row), id=row["id"], seq=seq, snippet=row.get("_snippet"))
+        for seq in seqs
+        if (row := rows.get(seq)) is not None
+    ]
+    next_after = None
+    if len(keys) > limit:
+        last = keys[limit - 1]
+        last_key = last._key.isoformat() if sort == "newest" else float(last._key)
+        next_after = _encode(sort, last_key, last.seq)
+    return SearchPage(items=items, next_after=next_after)
+
+
+def count(conn: Connection, query: str | None, filters: Filters) -> int:
+    plan = _plan(query, filters, conn.dialect.name)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(plan.from_).where(*plan.where)).scalar_one())
+
+
+def mentions_between(
+    conn: Connection, since: datetime, until: datetime, watches: Sequence[str], limit: int | None
+) -> list[Mention]:
+    filters = Filters(watches=watches, since=since, until=until)
+    stmt = sa.select(mention).where(*filters.clauses()).order_by(mention.c.created_at, mention.c.seq)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [to_mention(row) for row in conn.execute(stmt).mappings()]

@@ -1,0 +1,345 @@
+"""`Store`: the project's only door to the database (SQLite file or PostgreSQL URL).
+
+Every method is one short transaction and every failure is a `StorageError`, so callers never
+see SQLAlchemy. Ingestion is the hot path (see storage.ingest); queries live in storage.search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+
+from enrich.base import Enrichment
+from listener.errors import StorageError
+from listener.types import Cursor, Mention, utcnow
+from storage import db, enrichments, ingest, maintenance
+from storage import search as queries
+from storage.models import mention, run, source_state
+from storage.records import RunInfo, SaveResult, SearchPage, SourceState, run_info, to_mention
+
+RUN_STATUSES = ("ok", "failed", "partial")
+
+
+class Store:
+    """Mentions, cursors, run history and enrichments. Open with `Store.open(target)`."""
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        self._engine = engine
+        self._url = url
+        self._closed = False
+        self.url: str = url.render_as_string(hide_password=False)
+
+    @classmethod
+    def open(cls, target: str | Path, *, upgrade: bool = True) -> Store:
+        """Open (and by default migrate) a database; a bad path or newer schema is a StorageError."""
+        url = db.resolve_url(target)
+        if url.get_backend_name() == "sqlite":
+            db.check_sqlite_path(url)
+        with db.translate_errors("open database", db.mask(url)):
+            engine = db.create_engine(url)
+        store = cls(engine, url)
+        try:
+            with store._tx("open database") as conn:
+                db.ensure_not_newer(db.current_revision(conn))
+            if upgrade:
+                store.upgrade()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked: safe for logs and error messages."""
+        return db.mask(self._url)
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    @property
+    def engine(self) -> Engine:
+        """For maintenance tools and tests; application code should stay on the Store API."""
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    @contextlib.contextmanager
+    def _tx(self, what: str, *, write: bool = False) -> Iterator[Connection]:
+        """One transaction; writers take the SQLite write lock up front (BEGIN IMMEDIATE)."""
+        if self._closed:
+            raise StorageError(f"{what} failed: store {self.display_url} is closed")
+        with db.translate_errors(what, self.display_url), self._engine.connect() as conn:
+            if write and self.dialect == "sqlite":
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    def schema_revision(self) -> str | None:
+        with self._tx("read schema revision") as conn:
+            return db.current_revision(conn)
+
+    def upgrade(self) -> None:
+        with db.translate_errors("upgrade database schema", self.display_url):
+            db.upgrade(self._engine)
+
+    def check(self) -> list[str]:
+        """Integrity problems, one line each ([] = healthy)."""
+        problems = []
+        revision, head = self.schema_revision(), db.head_revision()
+        if revision != head:
+            problems.append(f"schema revision is {revision or 'empty'}, expected {head} (run upgrade)")
+            return problems
+        with self._tx("check database", write=True) as conn:
+            problems += maintenance.check(conn)
+        return problems
+
+    def rebuild_search_index(self) -> None:
+        """Repair for a full-text index `check()` reports as out of sync."""
+        with self._tx("rebuild search index", write=True) as conn:
+            maintenance.rebuild_search_index(conn)
+
+    # --- ingestion ---------------------------------------------------------------------------------
+
+    def save_batch(
+        self, source: str, mentions: Sequence[Mention], cursor: Cursor | None, *, run_id: int | None = None
+    ) -> SaveResult:
+        """Upsert mentions and move the cursor in ONE transaction: a crash never skips unsaved items.
+
+        New ids are inserted, unchanged ones only merge their watch list, edited ones (content
+        hash differs) are rewritten and counted as updated. Saving the same batch twice is a no-op.
+        """
+        with self._tx(f"save batch for source {source!r}", write=True) as conn:
+            return ingest.save_batch(conn, source, mentions, cursor, utcnow(), run_id)
+
+    def get_cursor(self, source: str) -> Cursor:
+        with self._tx(f"read cursor of source {source!r}") as conn:
+            text = conn.execute(sa.select(source_state.c.cursor).where(source_state.c.source == source)).scalar()
+        try:
+            return Cursor.from_json(text)
+        except (ValueError, TypeError) as e:
+            raise StorageError(f"stored cursor of source {source!r} is unreadable ({e}); reset the source") from None
+
+    def reset_source(self, source: str) -> None:
+        """Forget cursor and health so the next run starts afresh; mentions and run history stay."""
+        with self._tx(f"reset source {source!r}", write=True) as conn:
+            total = conn.execute(sa.select(sa.func.count()).where(mention.c.source == source)).scalar_one()
+            cleared: dict[str, Any] = {
+                "cursor": None,
+                "last_run_at": None,
+                "last_success_at": None,
+                "last_error": None,
+                "last_error_at": None,
+                "consecutive_failures": 0,
+                "notes": [],
+                "total_mentions": total,
+            }
+            ingest.ensure_source(conn, source, cleared, cleared)
+
+    # --- runs and health ---------------------------------------------------------------------------
+
+    def start_run(self, source: str) -> int:
+        now = utcnow()
+        with self._tx(f"start run of source {source!r}", write=True) as conn:
+            values = {"source": source, "started_at": now, "status": "running", "new": 0, "duplicates": 0}
+            result = conn.execute(sa.insert(run).values(**values, updated=0, notes=[]))
+            ingest.ensure_source(conn, source, {"last_run_at": now}, {"last_run_at": now})
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        new: int,
+        duplicates: int,
+        updated: int = 0,
+        error: str | None = None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        """Close a run and fold it into the source's health.
+
+        ok/partial → last_success_at, failure streak reset (a partial run still stored data);
+        failed → streak + 1; an `error` with any status → last_error(+_at); notes replace the old ones.
+        """
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+        now = utcnow()
+        with self._tx(f"finish run {run_id}", write=True) as conn:
+            source = conn.execute(sa.select(run.c.source).where(run.c.id == run_id)).scalar()
+            if source is None:
+                raise StorageError(f"run {run_id} does not exist")
+            conn.execute(
+                sa.update(run)
+                .where(run.c.id == run_id)
+                .values(
+                    finished_at=now,
+                    status=status,
+                    new=new,
+                    duplicates=duplicates,
+                    updated=updated,
+                    error=error,
+                    notes=list(notes),
+                )
+            )
+            health: dict[str, Any] = {"notes": list(notes)}
+            if status in ("ok", "partial"):
+                health.update(last_success_at=now, consecutive_failures=0)
+            else:
+                health["consecutive_failures"] = source_state.c.consecutive_failures + 1
+            if error is not None or status == "failed":
+                health.update(last_error=error or "failed", last_error_at=now)
+            initial = {k: (1 if k == "consecutive_failures" and status == "failed" else v) for k, v in health.items()}
+            ingest.ensure_source(conn, source, initial, health)
+
+    def source_states(self) -> list[SourceState]:
+        with self._tx("read source states") as conn:
+            latest = sa.select(sa.func.max(run.c.id)).group_by(run.c.source)
+            last_rows = conn.execute(sa.select(run).where(run.c.id.in_(latest))).mappings()
+            last_runs = {r.source: r for r in map(run_info, last_rows)}
+            states = []
+            for row in conn.execute(sa.select(source_state).order_by(source_state.c.source)).mappings():
+                states.append(
+                    SourceState(
+                        source=row["source"],
+                        cursor=Cursor.from_json(row["cursor"]),
+                        last_run_at=row["last_run_at"],
+                        last_success_at=row["last_success_at"],
+                        last_error=row["last_error"],
+                        last_error_at=row["last_error_at"],
+                        consecutive_failures=row["consecutive_failures"],
+                        notes=tuple(row["notes"] or ()),
+                        total_mentions=row["total_mentions"],
+                        last_run=last_runs.get(row["source"]),
+                    )
+                )
+            return states
+
+    def runs(self, source: str | None = None, limit: int = 20) -> list[RunInfo]:
+        """Newest first."""
+        stmt = sa.select(run).order_by(run.c.id.desc()).limit(limit)
+        if source is not None:
+            stmt = stmt.where(run.c.source == source)
+        with self._tx("read run history") as conn:
+            return [run_info(row) for row in conn.execute(stmt).mappings()]
+
+    # --- queries -----------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        sources: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        watches: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        authors: Sequence[str] = (),
+        limit: int = 50,
+        after: str | None = None,
+        sort: str = "newest",
+        include_deleted: bool = False,
+    ) -> SearchPage:
+        """Watch-query language search (`acme OR "acme cloud" -hiring`), filters, keyset pages.
+
+        sort: "newest" | "relevance" (needs a query, else newest) | "engagement" (score).
+        Pass `page.next_after` as `after` for the next page; a bad token is ValueError.
+        """
+        filters = queries.Filters(sources, kinds, watches, since, until, authors, include_deleted)
+        with self._tx("search mentions") as conn:
+            return queries.search(conn, query, filters, limit=limit, after=after, sort=sort)
+
+    def count(
+        self,
+        query: str | None = None,
+        *,
+        sources: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        watches: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        authors: Sequence[str] = (),
+        include_deleted: bool = False,
+    ) -> int:
+        filters = queries.Filters(sources, kinds, watches, since, until, authors, include_deleted)
+        with self._tx("count mentions") as conn:
+            return queries.count(conn, query, filters)
+
+    def get_mention(self, mention_id: str) -> Mention | None:
+        with self._tx("read mention") as conn:
+            row = conn.execute(sa.select(mention).where(mention.c.id == mention_id)).mappings().first()
+            return to_mention(row) if row is not None else None
+
+    def mentions_between(
+        self, since: datetime, until: datetime, *, watches: Sequence[str] = (), limit: int | None = None
+    ) -> list[Mention]:
+        """Mentions created in [since, until), oldest first (digest input)."""
+        with self._tx("read mentions") as conn:
+            return queries.mentions_between(conn, since, until, watches, limit)
+
+    # --- enrichment --------------------------------------------------------------------------------
+
+    def iter_unenriched(self, stage: str, model_version: str, *, batch_size: int = 256) -> Iterator[list[Mention]]:
+        """Batches of mentions lacking (stage, model_version), in seq order.
+
+        Each batch is its own short read, so the caller may save results between batches; a new
+        iteration naturally resumes because finished mentions now have rows.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        position = 0
+        while True:
+            with self._tx(f"read mentions to enrich ({stage})") as conn:
+                batch, position = enrichments.unenriched_batch(conn, stage, model_version, position, batch_size)
+            if not batch:
+                return
+            yield batch
+            if len(batch) < batch_size:
+                return
+
+    def count_unenriched(self, stage: str, model_version: str) -> int:
+        with self._tx(f"count mentions to enrich ({stage})") as conn:
+            return enrichments.count_unenriched(conn, stage, model_version)
+
+    def save_enrichments(self, items: Sequence[Enrichment]) -> int:
+        """Upsert in one transaction; returns rows written (results for purged mentions are dropped)."""
+        if not items:
+            return 0
+        with self._tx("save enrichments", write=True) as conn:
+            return enrichments.save(conn, items, utcnow())
+
+    def enrichments_for(
+        self, mention_ids: Sequence[str], stage: str | None = None, model_version: str | None = None
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """mention_id → stage → data (newest model version unless `model_version` is given)."""
+        with self._tx("read enrichments") as conn:
+            return enrichments.results_for(conn, mention_ids, stage, model_version)
+
+    # --- data rights -------------------------------------------------------------------------------
+
+    def purge(self, *, source: str | None = None, author: str | None = None, before: datetime | None = None) -> int:
+        """Delete mentions (AND of the filters given) with their enrichments; returns the count."""
+        with self._tx("purge mentions", write=True) as conn:
+            return maintenance.purge(conn, source=source, author=author, before=before)
