@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -262,9 +263,10 @@ def db_check(typer_ctx: typer.Context) -> None:
 
 
 def _register_more() -> None:
-    from listener import cli_model, cli_query, cli_serve
+    from listener import cli_digest, cli_model, cli_query, cli_serve
 
     cli_query.register(app)
+    cli_digest.register(app)
     cli_model.register(app)
     cli_serve.register(app)
 
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except ListenerError as exc:
-        err.print(f"[red]error[/]: {exc}", highlight=False)
+        err.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -286,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("LISTENER_DEBUG"):
             raise
         err.print(
-            f"[red]internal error[/]: {exc.__class__.__name__}: {exc} (LISTENER_DEBUG=1 shows the traceback)",
+            f"[red]internal error[/]: {exc.__class__.__name__}: {escape(str(exc))} "
+            "(LISTENER_DEBUG=1 shows the traceback)",
             highlight=False,
         )
         sys.exit(1)

@@ -27,6 +27,7 @@ class OutFormat(str, Enum):
 class DigestFormat(str, Enum):
     md = "md"
     text = "text"
+    html = "html"
 
 
 CSV_FIELDS = (
@@ -135,6 +136,14 @@ def register(app: typer.Typer) -> None:
 
         ctx = ctx_of(typer_ctx)
         end = parse_when(until)
+        if fmt is DigestFormat.html:
+            from listener.cli_digest import write_html_digest
+
+            path = write_html_digest(
+                ctx.store(), ctx.config(required=False), out or Path("digest.html"), parse_period(since), end
+            )
+            console.print(f"wrote {path}")
+            return
         d = build_digest(ctx.store(), ctx.config(required=False), until=end, period=parse_period(since))
         text = render_markdown(d) if fmt is DigestFormat.md else render_text(d)
         if out:

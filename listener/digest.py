@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from listener.config import Config
 from listener.types import Mention, utcnow
@@ -64,7 +65,21 @@ class Digest:
         return (self.sentiment["positive"] - self.sentiment["negative"]) / rated
 
 
-def _quote(m: Mention, sentiment: str | None, limit: int = 280) -> Quote:
+def safe_url(url: object) -> str | None:
+    """The URL if it is an absolute http(s) link, else None: a `javascript:`/`data:` URL never becomes an href."""
+    if not isinstance(url, str):
+        return None
+    text = url.strip()
+    if any(ord(ch) < 32 or ch in " <>\"'`" for ch in text):
+        return None
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return None
+    return text if parts.scheme.lower() in ("http", "https") and parts.netloc else None
+
+
+def make_quote(m: Mention, sentiment: str | None, limit: int = 280) -> Quote:
     text = " ".join((m.title + " — " if m.title and m.title not in m.text else "").split() + m.text.split())
     if len(text) > limit:
         text = text[: limit - 1].rsplit(" ", 1)[0] + "…"
@@ -106,7 +121,7 @@ def build_digest(
             if key in seen_texts:  # syndicated copies are one voice, not several
                 continue
             seen_texts.add(key)
-            summary.quotes.append(_quote(m, labels.get(m.id)))
+            summary.quotes.append(make_quote(m, labels.get(m.id)))
             if len(summary.quotes) >= quotes_per_watch:
                 break
         watches.append(summary)
@@ -132,7 +147,7 @@ def build_digest(
     )
 
 
-def _change(now: int, before: int) -> str:
+def change_label(now: int, before: int) -> str:
     if before == 0:
         return "new" if now else "±0"
     pct = (now - before) / before * 100
@@ -158,7 +173,7 @@ def render_markdown(d: Digest) -> str:
     lines = [
         f"# Customer voice digest — {d.since:{fmt}} → {d.until:{fmt}} UTC",
         "",
-        f"**{d.total} mentions** ({_change(d.total, d.previous_total)} vs previous period)"
+        f"**{d.total} mentions** ({change_label(d.total, d.previous_total)} vs previous period)"
         + (f" · net sentiment **{d.net_sentiment:+.2f}**" if d.net_sentiment is not None else ""),
         f"_{_sentiment_line(d.sentiment)}_",
         "",
@@ -175,18 +190,14 @@ def render_markdown(d: Digest) -> str:
     for w in d.watches:
         tag = " (competitor)" if w.competitor else ""
         lines += [
-            f"## {_md_escape(w.name)}{tag} — {w.count} mentions ({_change(w.count, w.previous)})",
+            f"## {_md_escape(w.name)}{tag} — {w.count} mentions ({change_label(w.count, w.previous)})",
             f"_{_sentiment_line(w.sentiment)}_",
             "",
         ]
         for q in w.quotes:
             who = _md_escape(q.author) if q.author else "someone"
             mood = f" [{q.sentiment}]" if q.sentiment else ""
-            link = (
-                f" — [{_md_escape(q.source)}]({q.url})"
-                if q.url and q.url.startswith(("http://", "https://"))
-                else f" — {_md_escape(q.source)}"
-            )
+            link = f" — [{_md_escape(q.source)}]({q.url})" if safe_url(q.url) else f" — {_md_escape(q.source)}"
             lines.append(f"> {_md_escape(q.text)}\n> — {who}, {q.created_at:%b %d}{mood}{link}\n")
         if not w.quotes:
             lines += ["_No mentions in this period._", ""]
@@ -197,7 +208,8 @@ def render_text(d: Digest) -> str:
     fmt = "%Y-%m-%d %H:%M"
     out = [
         f"Customer voice digest {d.since:{fmt}} -> {d.until:{fmt}} UTC",
-        f"{d.total} mentions ({_change(d.total, d.previous_total)} vs previous period); {_sentiment_line(d.sentiment)}",
+        f"{d.total} mentions ({change_label(d.total, d.previous_total)} vs previous period); "
+        f"{_sentiment_line(d.sentiment)}",
     ]
     for h in d.health:
         out.append(f"! {h.source}: {h.problem}")
@@ -206,7 +218,7 @@ def render_text(d: Digest) -> str:
         out += [
             "",
             f"{w.name}{' (competitor)' if w.competitor else ''}: {w.count} mentions "
-            f"({_change(w.count, w.previous)}); {_sentiment_line(w.sentiment)}",
+            f"({change_label(w.count, w.previous)}); {_sentiment_line(w.sentiment)}",
         ]
         for q in w.quotes:
             out.append(f'  "{q.text}" — {q.author or "someone"} ({q.source}) {q.url or ""}'.rstrip())

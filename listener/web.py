@@ -20,6 +20,7 @@ from markupsafe import Markup, escape
 
 from listener.config import Config
 from listener.context import parse_when
+from listener.digest import safe_url
 from listener.errors import UsageError
 from storage import Store
 
@@ -30,11 +31,6 @@ TEMPLATES = Environment(
     lstrip_blocks=True,
 )
 SENTIMENT_COLOURS = {"positive": "#2e7d32", "neutral": "#9e9e9e", "negative": "#c62828", "unknown": "#d7ccc8"}
-
-
-def safe_url(url: str | None) -> str | None:
-    """Only http(s) URLs become links: `javascript:` and friends are shown as text, never clicked."""
-    return url if url and url.lower().startswith(("http://", "https://")) else None
 
 
 def highlight(snippet: str | None, fallback: str) -> Markup:
