@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 
 from connectors.base import Connector
+from listener.config import Config
+from listener.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
     "rss": "connectors.rss:RSSConnector",
@@ -32,4 +34,13 @@ def connector_class(kind: str) -> type[Connector]:
     return cls
 
 
-__all__ = ["REGISTRY", "Connector", "connector_class"]
+def validate_sources(config: Config) -> None:
+    """Fail fast on a source key its connector does not read (a typo would otherwise be silently ignored)."""
+    for source in config.sources:
+        try:
+            connector_class(source.kind).check_params(source)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=str(config.path) if config.path else None, key=exc.key) from None
+
+
+__all__ = ["REGISTRY", "Connector", "connector_class", "validate_sources"]

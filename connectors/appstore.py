@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import Connector
+from connectors.base import Connector, iso_time
 from listener.errors import FetchError, ParseError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
 
@@ -31,15 +31,6 @@ def _label(node: Any) -> str | None:
         value = node.get("label")
         return value if isinstance(value, str) else None
     return None
-
-
-def _iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _int(text: str | None) -> int | None:
@@ -67,7 +58,7 @@ def parse_appstore_feed(
     if not isinstance(entries, list):
         raise ParseError(source, f"App Store feed layout changed: 'feed.entry' is a {type(entries).__name__}")
     now = fetched_at or utcnow()
-    feed_time = _iso(_label(feed.get("updated")))
+    feed_time = iso_time(_label(feed.get("updated")))
     notes: list[str] = []
     mentions: list[Mention] = []
     undated = 0
@@ -82,7 +73,7 @@ def parse_appstore_feed(
         if not review_id or rating is None:
             notes.append(f"skipped an entry without id or im:rating ({review_id or 'no id'})")
             continue
-        created = _iso(_label(entry.get("updated")))
+        created = iso_time(_label(entry.get("updated")))
         if created is None:
             undated += 1
         author_node = entry.get("author")
@@ -124,12 +115,19 @@ def parse_appstore_feed(
 
 
 class AppStoreConnector(Connector):
-    """Params: `app_id`, `country` (default "us") or `countries = [...]`, optional `base_url`, `pages` (≤10)."""
+    """The newest reviews of one app per country storefront (at most 10 pages of ~50)."""
 
     kind = "appstore"
     default_rate = 1 / 3
     """Apple documents no limit for these feeds; ~20 requests/minute is what they tolerate without 403s."""
     auth = "none"
+    params: ClassVar[dict[str, str]] = {
+        "app_id": "the numeric id in the App Store URL (…/id1321994487) (required)",
+        "countries": 'storefronts to read, e.g. ["us", "gb", "de"] (each keeps its own position)',
+        "country": 'one storefront (default "us") when `countries` is not set',
+        "pages": "pages of ~50 reviews per country and run, 1-10 (default 10)",
+        "base_url": f"feed address (default {DEFAULT_BASE})",
+    }
 
     def hosts(self) -> list[str]:
         return [urlsplit(self._base()).netloc]

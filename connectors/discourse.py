@@ -13,13 +13,13 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
-from connectors.base import Connector
+from connectors.base import Connector, describe, iso_time, moved, strict_int
 from connectors.html import html_to_text
 from listener.errors import ParseError, SourceError
-from listener.types import Batch, Cursor, Mention, as_utc, cap_raw, utcnow
+from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +32,10 @@ SMALL_ACTION = 3
 _MEDIA = re.compile(r"""(?:href|src)=["'](https?://[^"']+)""")
 
 
-def _describe(payload: Any) -> str:
-    if isinstance(payload, Mapping):
-        return f"an object with keys {sorted(payload)[:8]}"
-    return f"a JSON {type(payload).__name__}"
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def topic_activity(topic: Mapping[str, Any]) -> datetime | None:
     """When a listed topic last changed: last post, else bump, else creation (some lists carry nulls)."""
     for key in ("last_posted_at", "bumped_at", "created_at"):
-        found = _time(topic.get(key))
+        found = iso_time(topic.get(key))
         if found is not None:
             return found
     return None
@@ -64,8 +45,8 @@ def parse_topic_list(payload: Any, *, source: str) -> tuple[list[dict[str, Any]]
     """`/latest.json` → (topics, more_topics_url). Pure."""
     topic_list = payload.get("topic_list") if isinstance(payload, Mapping) else None
     if not isinstance(topic_list, Mapping) or not isinstance(topic_list.get("topics"), list):
-        raise ParseError(source, f"expected a JSON object with 'topic_list.topics' but got {_describe(payload)}")
-    topics = [dict(t) for t in topic_list["topics"] if isinstance(t, Mapping) and _int(t.get("id")) is not None]
+        raise ParseError(source, f"expected a JSON object with 'topic_list.topics' but got {describe(payload)}")
+    topics = [dict(t) for t in topic_list["topics"] if isinstance(t, Mapping) and strict_int(t.get("id")) is not None]
     more = topic_list.get("more_topics_url")
     return topics, more if isinstance(more, str) and more else None
 
@@ -75,11 +56,12 @@ def parse_search(payload: Any, *, source: str) -> tuple[list[dict[str, Any]], bo
     if not isinstance(payload, Mapping) or not isinstance(payload.get("topics", []), list) or (
         "topics" not in payload and "posts" not in payload
     ):
-        raise ParseError(source, f"expected a search result with 'topics'/'posts' but got {_describe(payload)}")
-    topics = {t["id"]: dict(t) for t in payload.get("topics") or [] if isinstance(t, Mapping) and _int(t.get("id"))}
+        raise ParseError(source, f"expected a search result with 'topics'/'posts' but got {describe(payload)}")
+    topics = {t["id"]: dict(t) for t in payload.get("topics") or []
+              if isinstance(t, Mapping) and strict_int(t.get("id"))}
     for post in payload.get("posts") or []:
         # Topics listed separately from posts; a post may point at a topic missing from `topics`.
-        if isinstance(post, Mapping) and _int(post.get("topic_id")) and post["topic_id"] not in topics:
+        if isinstance(post, Mapping) and strict_int(post.get("topic_id")) and post["topic_id"] not in topics:
             topics[post["topic_id"]] = {"id": post["topic_id"], "last_posted_at": post.get("created_at")}
     grouped = payload.get("grouped_search_result")
     more = bool(grouped.get("more_full_page_results")) if isinstance(grouped, Mapping) else False
@@ -105,7 +87,7 @@ def parse_discourse_posts(
     """
     stream = payload.get("post_stream") if isinstance(payload, Mapping) else None
     if not isinstance(stream, Mapping) or not isinstance(stream.get("posts"), list):
-        raise ParseError(source, f"expected a topic with 'post_stream.posts' but got {_describe(payload)}")
+        raise ParseError(source, f"expected a topic with 'post_stream.posts' but got {describe(payload)}")
     info: dict[str, Any] = {**(topic or {}), **{k: v for k, v in payload.items() if k != "post_stream"}}
     title = html_to_text(info.get("title")) or None
     accepted = info.get("accepted_answer") if isinstance(info.get("accepted_answer"), Mapping) else None
@@ -120,7 +102,7 @@ def parse_discourse_posts(
             notes.append(f"skipped post {ident!r}: malformed or empty")
         else:
             mentions.append(mention)
-    ids = [i for i in stream.get("stream") or [] if _int(i) is not None]
+    ids = [i for i in stream.get("stream") or [] if strict_int(i) is not None]
     return mentions, ids, notes
 
 
@@ -130,8 +112,8 @@ def _post_to_mention(
 ) -> Mention | None:
     if not isinstance(post, Mapping):
         return None
-    post_id, number, topic_id = _int(post.get("id")), _int(post.get("post_number")), _int(post.get("topic_id"))
-    created = _time(post.get("created_at"))
+    post_id, number, topic_id = (strict_int(post.get(k)) for k in ("id", "post_number", "topic_id"))
+    created = iso_time(post.get("created_at"))
     if post_id is None or number is None or topic_id is None or created is None:
         return None
     if post.get("post_type") == SMALL_ACTION:  # "closed", "pinned", "split": forum events, not customer words
@@ -141,7 +123,7 @@ def _post_to_mention(
     if not text and number != 1:
         return None
     slug = post.get("topic_slug") or info.get("slug") or "-"
-    reply_to = _int(post.get("reply_to_post_number"))
+    reply_to = strict_int(post.get("reply_to_post_number"))
     extra: dict[str, Any] = {"post_number": number}
     if reply_to:
         extra["reply_to_post_number"] = reply_to
@@ -170,7 +152,7 @@ def _post_to_mention(
         thread_id=str(topic_id),
         parent_id=None,  # reply_to_post_number names a post *number*: link_replies maps it to an id
         score=_likes(post),
-        comments=_int(post.get("reply_count")),
+        comments=strict_int(post.get("reply_count")),
         extra={**extra, "topic_title": title} if title and number != 1 else extra,
         raw=cap_raw(raw),
     )
@@ -190,38 +172,31 @@ def _iso(value: datetime) -> str:
 
 
 class DiscourseConnector(Connector):
-    """Params: `base_url` (required), `mode` ("latest" or "search"; default search when matching watch
-    queries), `queries`, `category` ("slug/id" narrows /latest), `max_pages`, `max_post_pages` (per topic),
-    `api_key = { env = … }`, `api_username` (default "system"). Without a key only public categories show."""
+    """Topics from /latest.json or /search.json, then their new posts. Without a key only public categories show."""
 
     kind = "discourse"
     default_rate = 1.0  # Discourse's default per-IP limit is 200 requests/min; 1/s stays well under it.
     auth = "optional API key"
+    params: ClassVar[dict[str, str]] = {
+        "base_url": "the forum's address, e.g. https://community.example.com (required)",
+        "mode": '"latest" (every new post) or "search" (default when match = "watch" and there are queries)',
+        "queries": "search mode queries (default: one per watch alternative, words AND-ed, phrases quoted)",
+        "category": 'latest mode: only this category, as "slug/id" (e.g. "support/5")',
+        "max_pages": "topic-list or search pages per run before a capped note (default 10)",
+        "max_post_pages": "post-stream requests per topic (default 25)",
+        "api_key": "API key as { env = … } (private categories; higher limits)",
+        "api_username": 'user the API key acts as (default "system")',
+    }
 
     @property
     def base_url(self) -> str:
-        base = self.source.param("base_url")
-        if not isinstance(base, str) or not base:
-            raise SourceError(self.name, "discourse source needs `base_url` (the forum's address)")
-        return base.rstrip("/")
+        return self.required_url("base_url", "the forum's address")
 
     def _headers(self) -> dict[str, str]:
         key = self.source.secret("api_key")
         if not key:
             return {}
         return {"Api-Key": key, "Api-Username": str(self.source.param("api_username") or "system")}
-
-    def queries(self) -> list[str]:
-        configured = self.source.param("queries")
-        if isinstance(configured, str):
-            configured = [configured]
-        if configured:
-            return [str(q) for q in configured]
-        found = (
-            " ".join(f'"{p}"' if " " in p else p for p in alt.required)
-            for w in self.watches for e in w.expressions for alt in e.alternatives
-        )
-        return list(dict.fromkeys(found))
 
     def mode(self) -> str:
         mode = self.source.param("mode") or ("search" if self.source.match == "watch" and self.queries() else "latest")
@@ -234,12 +209,12 @@ class DiscourseConnector(Connector):
         notes: list[str] = []
         run = cursor.extra.get("run") if isinstance(cursor.extra.get("run"), Mapping) else None
         if run:  # an interrupted run resumes with its own post bound, skipping topics already done
-            post_since = _time(run.get("post_since")) or self.since(cursor)
-            mark = _time(run.get("topic_mark")) or post_since
+            post_since = iso_time(run.get("post_since")) or self.since(cursor)
+            mark = iso_time(run.get("topic_mark")) or post_since
             done = set(run.get("done_at_mark") or [])
         else:
             post_since = self.since(cursor)
-            stored = _time(cursor.extra.get("topic_mark"))
+            stored = iso_time(cursor.extra.get("topic_mark"))
             mark = max(post_since, stored - self.source.lookback) if stored else post_since
             done = set(cursor.extra.get("done_at_mark") or []) if stored and mark == stored else set()
         topics = self._search(base, mark, headers, notes) if self.mode() == "search" else self._latest(
@@ -249,17 +224,15 @@ class DiscourseConnector(Connector):
              if (act := topic_activity(t)) and (act > mark or (act == mark and t["id"] not in done))),
             key=lambda pair: (pair[0], pair[1]["id"]),
         )
-        newest, seen = cursor.last_time, set()
+        seen: set[str] = set()
         for activity, topic in pending:
             posts = [m for m in self._topic_posts(base, topic, post_since, headers, notes)
                      if m.created_at > post_since and m.native_id not in seen]
             seen |= {m.native_id for m in posts}
-            for m in posts:
-                newest = m.created_at if newest is None or m.created_at > newest else newest
             done = (done if activity == mark else set()) | {topic["id"]}
             mark = activity
             state = {"post_since": _iso(post_since), "topic_mark": _iso(mark), "done_at_mark": sorted(done)}
-            cursor = cursor.advanced(last_time=newest, extra={**cursor.extra, "run": state})
+            cursor = moved(cursor, posts, run=state)
             yield Batch(posts, cursor, notes=tuple(notes))
             notes = []
         extra = {k: v for k, v in cursor.extra.items() if k != "run"}

@@ -17,10 +17,10 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from connectors.base import Connector
+from connectors.base import Connector, moved, unseen
 from listener.errors import ParseError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
 
@@ -155,12 +155,19 @@ def parse_play_page(
 
 
 class GooglePlayConnector(Connector):
-    """Params: `package` or `packages = [...]`, `lang` (default "en"), `country` (default "us"), `base_url`."""
+    """The reviews embedded in each app's public detail page (a few dozen "most relevant", not a full history)."""
 
     kind = "googleplay"
     default_rate = 0.1
     """One page per 10 s: there is no documented quota for the store pages; stay far below anything noticeable."""
     auth = "none"
+    params: ClassVar[dict[str, str]] = {
+        "package": "the app id from the store URL (…/details?id=com.example.app)",
+        "packages": "several app ids in one source",
+        "lang": 'language of the reviews shown (`hl`, default "en")',
+        "country": 'store country (`gl`, default "us")',
+        "base_url": f"store address (default {DEFAULT_BASE})",
+    }
 
     def _base(self) -> str:
         return str(self.source.param("base_url") or DEFAULT_BASE).rstrip("/")
@@ -195,13 +202,10 @@ class GooglePlayConnector(Connector):
             mentions, notes = parse_play_page(resp.text, source=self.name, package=package)
             apps: dict[str, Any] = dict(cursor.extra.get("apps", {}))
             seen: list[str] = list(apps.get(package, {}).get("seen", []))
-            known = set(seen)
             # The page shows "most relevant" reviews, not newest first: remember ids, and on a
             # package's first read keep only what falls inside the backfill window.
-            fresh = [m for m in mentions if m.native_id not in known and (seen or m.created_at >= since)]
-            fresh.sort(key=lambda m: m.created_at)
-            apps[package] = {"seen": (seen + [m.native_id for m in mentions if m.native_id not in known])[-SEEN_LIMIT:]}
-            newest = max([m.created_at for m in fresh], default=None)
-            last_time = max(t for t in (cursor.last_time, newest) if t is not None) if newest else cursor.last_time
-            cursor = cursor.advanced(last_time=last_time, extra={**cursor.extra, "apps": apps})
+            new, remembered = unseen(mentions, seen, SEEN_LIMIT)
+            fresh = sorted((m for m in new if seen or m.created_at >= since), key=lambda m: m.created_at)
+            apps[package] = {"seen": remembered}
+            cursor = moved(cursor, fresh, apps=apps)
             yield Batch(fresh, cursor, notes=tuple(notes))

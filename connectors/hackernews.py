@@ -12,10 +12,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import Connector
+from connectors.base import Connector, describe, iso_time, time_batches
 from connectors.html import html_to_text
 from listener.errors import ParseError, SourceError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
@@ -26,12 +26,6 @@ ALGOLIA_URL = "https://hn.algolia.com/api/v1"
 FIREBASE_URL = "https://hacker-news.firebaseio.com/v0"
 ITEM_URL = "https://news.ycombinator.com/item?id={}"
 BATCH_SIZE = 100
-
-
-def _describe(payload: Any) -> str:
-    if isinstance(payload, Mapping):
-        return f"an object with keys {sorted(payload)[:8]}"
-    return f"a JSON {type(payload).__name__}"
 
 
 def _int(value: Any) -> int | None:
@@ -52,13 +46,7 @@ def _hit_time(hit: Mapping[str, Any]) -> datetime | None:
     stamp = _int(hit.get("created_at_i"))
     if stamp is not None:
         return datetime.fromtimestamp(stamp, UTC)
-    created = hit.get("created_at")
-    if isinstance(created, str) and created:
-        try:
-            return datetime.fromisoformat(created.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
+    return iso_time(hit.get("created_at"))
 
 
 def parse_algolia_hits(
@@ -66,7 +54,7 @@ def parse_algolia_hits(
 ) -> tuple[list[Mention], list[str]]:
     """Algolia search payload → (mentions, notes). Pure. Raises ParseError when `hits` is missing."""
     if not isinstance(payload, Mapping) or not isinstance(payload.get("hits"), list):
-        raise ParseError(source, f"expected a JSON object with 'hits' from Algolia but got {_describe(payload)}")
+        raise ParseError(source, f"expected a JSON object with 'hits' from Algolia but got {describe(payload)}")
     now = fetched_at or utcnow()
     mentions: list[Mention] = []
     notes: list[str] = []
@@ -132,7 +120,7 @@ def parse_firebase_item(payload: Any, *, source: str, item_id: str) -> dict[str,
     if payload is None:
         return {}
     if not isinstance(payload, Mapping) or "id" not in payload:
-        raise ParseError(source, f"expected a Hacker News item object for {item_id} but got {_describe(payload)}")
+        raise ParseError(source, f"expected a Hacker News item object for {item_id} but got {describe(payload)}")
     facts = {
         "id": _str_id(payload.get("id")),
         "type": payload.get("type"),
@@ -143,26 +131,21 @@ def parse_firebase_item(payload: Any, *, source: str, item_id: str) -> dict[str,
     return {k: v for k, v in facts.items() if v is not None}
 
 
-def chunk_by_time(mentions: list[Mention], size: int) -> Iterator[list[Mention]]:
-    """Oldest-first chunks of about `size`, never splitting equal timestamps (cursor filters are strict)."""
-    ordered = sorted(mentions, key=lambda m: (m.created_at, m.native_id))
-    chunk: list[Mention] = []
-    for m in ordered:
-        if len(chunk) >= size and m.created_at > chunk[-1].created_at:
-            yield chunk
-            chunk = []
-        chunk.append(m)
-    if chunk:
-        yield chunk
-
-
 class HackerNewsConnector(Connector):
-    """Params: `base_url` (Algolia), `firebase_url`, `queries` (else the watch phrases), `hits_per_page`,
-    `max_pages`, `batch_size`, `context` (fetch story titles from Firebase when Algolia lacks them; default true)."""
+    """Stories and comments from Algolia's `search_by_date`, thread context from the Firebase item API."""
 
     kind = "hackernews"
     default_rate = 1.0  # Algolia allows 10k requests/hour per IP; Firebase has no documented limit.
     auth = "none"
+    params: ClassVar[dict[str, str]] = {
+        "queries": "Algolia queries (default: one per watch alternative, words AND-ed, phrases quoted)",
+        "hits_per_page": "hits per Algolia page (default 100)",
+        "max_pages": "pages per query before the backlog is capped with a note (default 10)",
+        "batch_size": "mentions per committed batch (default 100)",
+        "context": "fetch story titles from Firebase when Algolia lacks them (default true)",
+        "base_url": f"Algolia API address (default {ALGOLIA_URL})",
+        "firebase_url": f"Firebase item API address (default {FIREBASE_URL})",
+    }
 
     @property
     def base_url(self) -> str:
@@ -176,19 +159,6 @@ class HackerNewsConnector(Connector):
         return sorted({urlsplit(self.base_url).netloc, urlsplit(self.firebase_url).netloc})
 
     _items: dict[str, dict[str, Any]]
-
-    def queries(self) -> list[str]:
-        """One Algolia query per watch alternative: its words are AND-ed there as here; phrases stay quoted."""
-        configured = self.source.param("queries")
-        if isinstance(configured, str):
-            configured = [configured]
-        if configured:
-            return [str(q) for q in configured]
-        found = (
-            " ".join(f'"{p}"' if " " in p else p for p in alt.required)
-            for w in self.watches for e in w.expressions for alt in e.alternatives
-        )
-        return list(dict.fromkeys(found))
 
     def fetch(self, cursor: Cursor) -> Iterator[Batch]:
         phrases = self.queries()
@@ -205,13 +175,7 @@ class HackerNewsConnector(Connector):
         self._items: dict[str, dict[str, Any]] = {}
         if self.source.param("context", True):
             mentions = self._with_context(mentions, notes)
-        first = True
-        for chunk in chunk_by_time(mentions, int(self.source.param("batch_size", BATCH_SIZE))):
-            cursor = cursor.advanced(last_time=max(cursor.last_time or chunk[-1].created_at, chunk[-1].created_at))
-            yield Batch(chunk, cursor, notes=tuple(notes) if first else ())
-            first = False
-        if first and notes:
-            yield Batch([], cursor, notes=tuple(notes))
+        yield from time_batches(mentions, cursor, int(self.source.param("batch_size", BATCH_SIZE)), notes, empty=False)
 
     def _search(self, phrase: str, since: int, notes: list[str]) -> Iterator[Mention]:
         per_page = int(self.source.param("hits_per_page", 100))

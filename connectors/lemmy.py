@@ -11,37 +11,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import Connector
+from connectors.base import Connector, describe, iso_time, str_list, strict_int, time_batches
 from listener.errors import ParseError, SourceError
-from listener.types import Batch, Cursor, Mention, as_utc, cap_raw, utcnow
+from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
 
 log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 50
 """Lemmy caps `limit` at 50."""
 BATCH_SIZE = 100
-
-
-def _describe(payload: Any) -> str:
-    if isinstance(payload, Mapping):
-        return f"an object with keys {sorted(payload)[:8]}"
-    return f"a JSON {type(payload).__name__}"
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:  # 0.19 sends "…Z"; 0.18 sent naive UTC timestamps
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _handle(person: Any) -> str | None:
@@ -61,7 +42,7 @@ def _post_view(view: Any, *, source: str, kind: str, base_url: str, fetched_at: 
     post = view.get("post") if isinstance(view, Mapping) else None
     if not isinstance(post, Mapping) or post.get("deleted") or post.get("removed"):
         return None
-    post_id, created = _int(post.get("id")), _time(post.get("published"))
+    post_id, created = strict_int(post.get("id")), iso_time(post.get("published"))
     title = str(post.get("name") or "").strip()
     if post_id is None or created is None or not title:
         return None
@@ -73,8 +54,8 @@ def _post_view(view: Any, *, source: str, kind: str, base_url: str, fetched_at: 
         url=post.get("ap_id") or f"{base_url}/post/{post_id}",
         title=title, text=str(post.get("body") or "").strip(), author=_handle(view.get("creator")),
         created_at=created, fetched_at=fetched_at, thread_id=f"post/{post_id}", parent_id=None,
-        score=float(counts["score"]) if _int(counts.get("score")) is not None else None,
-        comments=_int(counts.get("comments")), extra=extra, raw=cap_raw(view),
+        score=float(counts["score"]) if strict_int(counts.get("score")) is not None else None,
+        comments=strict_int(counts.get("comments")), extra=extra, raw=cap_raw(view),
     )
 
 
@@ -82,8 +63,8 @@ def _comment_view(view: Any, *, source: str, kind: str, base_url: str, fetched_a
     comment = view.get("comment") if isinstance(view, Mapping) else None
     if not isinstance(comment, Mapping) or comment.get("deleted") or comment.get("removed"):
         return None
-    comment_id, post_id = _int(comment.get("id")), _int(comment.get("post_id"))
-    created, text = _time(comment.get("published")), str(comment.get("content") or "").strip()
+    comment_id, post_id = strict_int(comment.get("id")), strict_int(comment.get("post_id"))
+    created, text = iso_time(comment.get("published")), str(comment.get("content") or "").strip()
     if comment_id is None or post_id is None or created is None or not text:
         return None
     # `path` is "0.<ancestor ids>.<own id>": the id before our own is the parent comment, "0" the post.
@@ -99,8 +80,8 @@ def _comment_view(view: Any, *, source: str, kind: str, base_url: str, fetched_a
         title=None, text=text, author=_handle(view.get("creator")),
         created_at=created, fetched_at=fetched_at, thread_id=f"post/{post_id}",
         parent_id=f"comment/{parent}" if parent != "0" else f"post/{post_id}",
-        score=float(counts["score"]) if _int(counts.get("score")) is not None else None,
-        comments=_int(counts.get("child_count")), extra=extra, raw=cap_raw(view),
+        score=float(counts["score"]) if strict_int(counts.get("score")) is not None else None,
+        comments=strict_int(counts.get("child_count")), extra=extra, raw=cap_raw(view),
     )
 
 
@@ -111,7 +92,7 @@ def parse_lemmy(
     if not isinstance(payload, Mapping) or not (
         isinstance(payload.get("posts"), list) or isinstance(payload.get("comments"), list)
     ):
-        raise ParseError(source, f"expected a Lemmy response with 'posts'/'comments' but got {_describe(payload)}")
+        raise ParseError(source, f"expected a Lemmy response with 'posts'/'comments' but got {describe(payload)}")
     now = fetched_at or utcnow()
     mentions: list[Mention] = []
     notes: list[str] = []
@@ -134,49 +115,39 @@ def _needs_more(payload: Mapping[str, Any], since: datetime) -> bool:
     """Another page is worth asking for while some list came back full of items all newer than `since`."""
     for key, inner in (("posts", "post"), ("comments", "comment")):
         views = [v for v in payload.get(key) or [] if isinstance(v, Mapping)]
-        times = [t for v in views if isinstance(v.get(inner), Mapping) and (t := _time(v[inner].get("published")))]
+        times = [t for v in views if isinstance(v.get(inner), Mapping) and (t := iso_time(v[inner].get("published")))]
         if len(views) >= PAGE_LIMIT and times and min(times) > since:
             return True
     return isinstance(payload.get("next_page"), str) and bool(payload.get("posts")) and all(
         t > since for v in payload["posts"] if isinstance(v, Mapping) and isinstance(v.get("post"), Mapping)
-        and (t := _time(v["post"].get("published")))
+        and (t := iso_time(v["post"].get("published")))
     )
 
 
-def _chunk_by_time(mentions: list[Mention], size: int) -> Iterator[list[Mention]]:
-    """Oldest-first chunks of about `size`, never splitting equal timestamps (the cursor filter is strict)."""
-    ordered = sorted(mentions, key=lambda m: (m.created_at, m.native_id))
-    chunk: list[Mention] = []
-    for m in ordered:
-        if len(chunk) >= size and m.created_at > chunk[-1].created_at:
-            yield chunk
-            chunk = []
-        chunk.append(m)
-    if chunk:
-        yield chunk
-
-
 class LemmyConnector(Connector):
-    """Params: `base_url` (the instance), `communities = ["name" or "name@instance"]`, `queries` (else
-    the watch phrases), `max_pages`, `batch_size`. Public reads need no account."""
+    """Posts and comments of one instance by search and/or community listings. Public reads need no account."""
 
     kind = "lemmy"
     default_rate = 0.5  # instances rate-limit per IP (admin-configurable buckets; search is the tightest)
     auth = "none"
+    params: ClassVar[dict[str, str]] = {
+        "base_url": "the instance, e.g. https://lemmy.world (required)",
+        "communities": 'communities to list newest-first, "name" or "name@instance"',
+        "community": "one community (same as `communities`)",
+        "queries": "search strings (default: the watch phrases, one search each; [] turns search off)",
+        "max_pages": "pages per search or community before a capped note (default 5)",
+        "batch_size": "mentions per committed batch (default 100)",
+    }
 
     @property
     def base_url(self) -> str:
-        base = self.source.param("base_url")
-        if not isinstance(base, str) or not base:
-            raise SourceError(self.name, "lemmy source needs `base_url` (the instance, e.g. https://lemmy.ml)")
-        return base.rstrip("/")
+        return self.required_url("base_url", "the instance, e.g. https://lemmy.ml")
 
     def queries(self) -> list[str]:
-        configured = self.source.param("queries")
-        if isinstance(configured, str):
-            configured = [configured]
+        """Search is a substring match on the whole string: one search per watch *phrase*, logic applied locally."""
+        configured = str_list(self.source.param("queries"))
         if configured is not None:  # an explicit [] turns search off (community listing only)
-            return [str(q) for q in configured]
+            return configured
         return list(dict.fromkeys(p for w in self.watches for p in w.phrases))
 
     def communities(self) -> list[str]:
@@ -199,14 +170,7 @@ class LemmyConnector(Connector):
             for m in self._pages(url, params, since, notes):
                 found.setdefault(m.native_id, m)
         fresh = [m for m in found.values() if m.created_at > since]
-        first = True
-        for chunk in _chunk_by_time(fresh, int(self.source.param("batch_size", BATCH_SIZE))):
-            newest = chunk[-1].created_at
-            cursor = cursor.advanced(last_time=max(newest, cursor.last_time or newest))
-            yield Batch(chunk, cursor, notes=tuple(notes) if first else ())
-            first = False
-        if first:
-            yield Batch([], cursor, notes=tuple(notes))
+        yield from time_batches(fresh, cursor, int(self.source.param("batch_size", BATCH_SIZE)), notes)
 
     def _pages(self, url: str, params: dict[str, Any], since: datetime, notes: list[str]) -> Iterator[Mention]:
         """Newest first: stop at the first page reaching back past `since`. 0.19 pages by `next_page` cursor."""

@@ -12,34 +12,19 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from connectors.base import Connector
+from connectors.base import Connector, describe, iso_time, moved, str_list
 from connectors.html import html_to_text
 from listener.errors import ParseError, SourceError
-from listener.types import Batch, Cursor, Mention, as_utc, cap_raw, utcnow
+from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
 
 log = logging.getLogger(__name__)
 
 LIMIT = 40
 """Mastodon caps `limit` at 40 statuses."""
 _TAG = re.compile(r"^[\w]+$")
-
-
-def _describe(payload: Any) -> str:
-    if isinstance(payload, Mapping):
-        return f"an object with keys {sorted(payload)[:8]}"
-    return f"a JSON {type(payload).__name__}"
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
 
 
 def _id_key(status_id: str) -> tuple[int, str]:
@@ -54,7 +39,7 @@ def parse_status(status: Any, *, source: str, instance: str, kind: str = "mastod
         return None
     if isinstance(status.get("reblog"), Mapping):
         status = status["reblog"]
-    status_id, created = status.get("id"), _time(status.get("created_at"))
+    status_id, created = status.get("id"), iso_time(status.get("created_at"))
     if not isinstance(status_id, str) or not status_id or created is None:
         return None
     text = html_to_text(status.get("content"))
@@ -97,7 +82,7 @@ def parse_statuses(payload: Any, *, source: str, instance: str, kind: str = "mas
     """A timeline (array of Status) or a v2 search result (`{statuses: [...]}`) → (mentions, all ids, notes)."""
     statuses = payload.get("statuses") if isinstance(payload, Mapping) else payload
     if not isinstance(statuses, list):
-        raise ParseError(source, f"expected an array of statuses or {{'statuses': [...]}} but got {_describe(payload)}")
+        raise ParseError(source, f"expected an array of statuses or {{'statuses': [...]}} but got {describe(payload)}")
     now = fetched_at or utcnow()
     mentions: list[Mention] = []
     ids: list[str] = []
@@ -115,19 +100,22 @@ def parse_statuses(payload: Any, *, source: str, instance: str, kind: str = "mas
 
 
 class MastodonConnector(Connector):
-    """Params: `base_url` (the instance), `hashtags` (else single-word watch phrases), `queries` (else the
-    watch phrases; searched only with a token), `access_token = { env = … }`, `max_pages`."""
+    """Hashtag timelines (public) and status search (with a token) of one instance, per-stream positions."""
 
     kind = "mastodon"
     default_rate = 1.0  # documented: 300 requests per 5 minutes per account/IP
     auth = "access token"
+    params: ClassVar[dict[str, str]] = {
+        "base_url": "the instance, e.g. https://mastodon.social (required)",
+        "hashtags": "hashtag timelines to read, without # (default: the watch phrases, spaces removed)",
+        "queries": "status searches (default: the watch phrases); only run with an access_token",
+        "access_token": "access token as { env = … }: most instances refuse status search without one",
+        "max_pages": "pages per stream and run (default 10)",
+    }
 
     @property
     def base_url(self) -> str:
-        base = self.source.param("base_url")
-        if not isinstance(base, str) or not base:
-            raise SourceError(self.name, "mastodon needs `base_url` (the instance, e.g. https://mastodon.social)")
-        return base.rstrip("/")
+        return self.required_url("base_url", "the instance, e.g. https://mastodon.social")
 
     def _token(self) -> str | None:
         return self.source.secret("access_token")
@@ -138,19 +126,14 @@ class MastodonConnector(Connector):
         return "ok"
 
     def hashtags(self) -> list[str]:
-        configured = self.source.param("hashtags")
-        if isinstance(configured, str):
-            configured = [configured]
+        configured = str_list(self.source.param("hashtags"))
         found = [p for w in self.watches for p in w.phrases] if configured is None else configured
         tags = (str(t).lstrip("#").replace(" ", "") for t in found)
         return list(dict.fromkeys(t.lower() for t in tags if t and _TAG.match(t)))
 
     def queries(self) -> list[str]:
-        configured = self.source.param("queries")
-        if isinstance(configured, str):
-            configured = [configured]
-        return [str(q) for q in configured] if configured is not None else list(
-            dict.fromkeys(p for w in self.watches for p in w.phrases))
+        configured = str_list(self.source.param("queries"))
+        return configured if configured is not None else list(dict.fromkeys(p for w in self.watches for p in w.phrases))
 
     def fetch(self, cursor: Cursor) -> Iterator[Batch]:
         base = self.base_url
@@ -172,11 +155,9 @@ class MastodonConnector(Connector):
             for mentions, newest_id, more in self._stream(url, params, positions.get(key), since):
                 fresh = [m for m in mentions if m.native_id not in seen]
                 seen |= {m.native_id for m in fresh}
-                last = max([m.created_at for m in fresh] + ([cursor.last_time] if cursor.last_time else []),
-                           default=None)
                 if newest_id is not None:  # a fresh dict: earlier batches' cursors must not change under them
                     positions = {**positions, key: newest_id}
-                cursor = cursor.advanced(last_time=last, extra={**cursor.extra, "streams": positions})
+                cursor = moved(cursor, fresh, streams=positions)
                 yield Batch(fresh, cursor, notes=tuple(notes + more))
                 notes = []
         if notes:

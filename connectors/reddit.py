@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote_plus, urlsplit
 
-from connectors.base import Connector
+from connectors.base import Connector, advance_stream, alternative_terms, moved, take_new
 from connectors.rss import parse_feed
 from listener import __version__
 from listener.config import SourceConfig, parse_duration
@@ -138,38 +138,31 @@ def normalise_rss_mention(m: Mention) -> Mention:
     return replace(m, native_id=native, text=text, author=author, thread_id=thread, comments=comments, extra=extra)
 
 
-def take_new(mentions: Iterable[Mention], state: dict[str, Any], since: datetime, lookback: bool) -> list[Mention]:
-    """Items past a stream's position, oldest first. `state` = {"t": epoch of newest stored, "ids": [ids at t]}."""
-    last = state.get("t")
-    at_last = set(state.get("ids", []))
-    fresh = []
-    for m in mentions:
-        ts = m.created_at.timestamp()
-        if last is None or lookback:
-            keep = m.created_at >= since
-        else:
-            keep = ts > last or (ts == last and m.native_id not in at_last)
-        if keep:
-            fresh.append(m)
-    return sorted(fresh, key=lambda m: (m.created_at, m.native_id))
-
-
-def advance(state: dict[str, Any], chunk: Sequence[Mention]) -> dict[str, Any]:
-    newest = chunk[-1].created_at.timestamp()
-    ids = [m.native_id for m in chunk if m.created_at.timestamp() == newest]
-    if state.get("t") == newest:
-        ids = sorted(set(state.get("ids", [])) | set(ids))
-    return {"t": newest, "ids": ids}
-
-
 class RedditConnector(Connector):
-    """Params: `subreddits`, `search` (bool), `comments` (bool), `client_id`/`client_secret` (+ optional
-    `username`/`password`) as env refs, `app_id`, `reddit_user`, `replace_more`, `comment_threads`,
-    `ratelimit_seconds`, `max_requests`, `recheck_window`, `rss_base_url`."""
+    """Posts and comments of subreddits and site-wide search: praw with OAuth, else public RSS (degraded)."""
 
     kind = "reddit"
     default_rate = 100 / 60
     auth = "OAuth app credentials (optional: RSS fallback)"
+    params: ClassVar[dict[str, str]] = {
+        "subreddits": 'subreddits whose new posts and comments are read, e.g. ["productivity"]',
+        "search": "true: also search all of Reddit for the watch queries (default false)",
+        "comments": "true: read the comment trees of matching posts (OAuth only; default false)",
+        "client_id": "OAuth app id as { env = … }; without id and secret only public RSS is read",
+        "client_secret": "OAuth app secret as { env = … }",
+        "username": "optional account as { env = … } (script apps)",
+        "password": "its password as { env = … }",
+        "reddit_user": "Reddit user named in the User-Agent (default: `username`)",
+        "app_id": 'app name in the User-Agent (default "customer-voice-listener")',
+        "platform": 'platform in the User-Agent (default "python")',
+        "version": "version in the User-Agent (default: the listener's)",
+        "comment_threads": "comment trees fetched per run (default 5)",
+        "replace_more": '"load more comments" stubs expanded per tree (default 4)',
+        "max_requests": "OAuth requests per run (default 90; Reddit allows 100/minute)",
+        "ratelimit_seconds": "longest wait praw may take for Reddit's rate limit (default 300)",
+        "recheck_window": "how long yielded items are re-checked for deletion (default 2d)",
+        "rss_base_url": "address of the public RSS fallback (default https://www.reddit.com)",
+    }
 
     def __init__(self, source: SourceConfig, http: HttpClient, watches: Sequence[WatchQuery] = (),
                  *, session: Any = None) -> None:
@@ -209,9 +202,7 @@ class RedditConnector(Connector):
         if not self.source.param("search", False):
             return None
         # Each alternative is an AND of words/phrases; alternatives are OR-ed. Exclusions are applied locally.
-        terms = list(dict.fromkeys(
-            tuple(f'"{p}"' if " " in p else p for p in alt.required)
-            for w in self.watches for e in w.expressions for alt in e.alternatives))
+        terms = alternative_terms(self.watches)
         if not terms:
             raise ParseError(self.name, "reddit `search = true` needs at least one [[watch]] with terms")
         if len(terms) == 1:
@@ -233,12 +224,6 @@ class RedditConnector(Connector):
                 raise SourceError(self.name, f"Reddit API: {exc.__class__.__name__}: {exc}") from None
         else:
             yield from self._fetch_rss(cursor)
-
-    def stream_since(self, state: dict[str, Any]) -> datetime:
-        """Each stream has its own position; a stream added later starts from the backfill window."""
-        if state.get("t") is None:
-            return utcnow() - self.source.backfill
-        return _utc(state["t"]) - max(self.source.lookback, timedelta(0))
 
     # -- degraded mode: public RSS through listener.http -----------------------------------------
     def rss_feeds(self) -> list[tuple[str, str]]:
@@ -262,12 +247,12 @@ class RedditConnector(Connector):
             raw, notes = parse_feed(resp.content, source=self.name, kind=self.kind, feed_url=url, headers=resp.headers)
             fresh = take_new((normalise_rss_mention(m) for m in raw), state, self.stream_since(state), lookback)
             if fresh:
-                state = {**state, **advance(state, fresh)}
+                state = {**state, **advance_stream(state, fresh)}
             fresh = [m for m in fresh if m.id not in yielded]
             yielded |= {m.id for m in fresh}
             state.update({k: v for k, v in (("etag", resp.etag), ("last_modified", resp.last_modified)) if v})
             streams[key] = state
-            cursor = _moved(cursor, fresh, streams=streams)
+            cursor = moved(cursor, fresh, streams=streams)
             yield Batch(fresh, cursor, notes=tuple(notes))
 
     # -- deleted / removed content -----------------------------------------------------------------
@@ -310,14 +295,6 @@ class RedditConnector(Connector):
     def _count(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         self.requests_made += 1
         return response
-
-
-def _moved(cursor: Cursor, fresh: Sequence[Mention], **extra: Any) -> Cursor:
-    newest = max((m.created_at for m in fresh), default=None)
-    last = cursor.last_time
-    if newest is not None and (last is None or newest > last):
-        last = newest
-    return cursor.advanced(last_time=last, extra={**cursor.extra, **extra})
 
 
 class _OAuthRun:
@@ -382,11 +359,11 @@ class _OAuthRun:
         for start in range(0, max(len(fresh), 1), CHUNK):
             chunk = fresh[start : start + CHUNK]
             if chunk:
-                state = advance(state, chunk)
+                state = advance_stream(state, chunk)
             streams[key] = state
             out = chunk + self._threads(chunk)
             self.seen |= {m.id for m in out}
-            self.cursor = _moved(self.cursor, out, streams=streams, recent=self._recent(out))
+            self.cursor = moved(self.cursor, out, streams=streams, recent=self._recent(out))
             yield Batch(out, self.cursor, notes=tuple(notes) if start == 0 else ())
 
     def _threads(self, chunk: Sequence[Mention]) -> list[Mention]:

@@ -15,13 +15,12 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
 import extruct
 from extruct.jsonld import JsonLdExtractor
 
-from connectors.base import Connector
+from connectors.base import Connector, moved, unseen
 from connectors.html import html_to_text
 from listener.errors import ParseError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
@@ -196,20 +195,16 @@ def parse_review_page(
 
 
 class ReviewPageConnector(Connector):
-    """Params: `urls = [...]` (or `url`). Each URL keeps its validators and the review ids already seen."""
+    """schema.org reviews on each page. Each URL keeps its validators and the review ids already seen."""
 
     kind = "reviews"
     default_rate = 0.2
     """Arbitrary sites: one request every 5 seconds per host is a polite crawl rate."""
     auth = "none"
-
-    def urls(self) -> list[str]:
-        single = self.source.param("url")
-        many = self.source.param("urls") or []
-        return [u for u in ([single] if single else []) + list(many) if isinstance(u, str) and u]
-
-    def hosts(self) -> list[str]:
-        return sorted({urlsplit(u).netloc for u in self.urls()})
+    params: ClassVar[dict[str, str]] = {
+        "urls": "pages carrying schema.org Review / AggregateRating markup (robots.txt is honoured)",
+        "url": "one page (same as `urls`)",
+    }
 
     def fetch(self, cursor: Cursor) -> Iterator[Batch]:
         urls = self.urls()
@@ -230,14 +225,10 @@ class ReviewPageConnector(Connector):
                 raise ParseError(self.name, f"{url}: expected an HTML page, got {resp.content_type}")
             mentions, notes = parse_review_page(resp.text, source=self.name, url=url)
             seen = list(state.get("seen", []))
-            known = set(seen)
+            new, remembered = unseen(mentions, seen, SEEN_LIMIT)
             # A URL's first read (also one added later) is bounded by the backfill window; after that, ids decide.
-            fresh = [m for m in mentions if m.native_id not in known
-                     and (seen or m.extra.get("date_estimated") or m.created_at >= since)]
-            seen = (seen + [m.native_id for m in mentions if m.native_id not in known])[-SEEN_LIMIT:]
-            state.update({"seen": seen, "etag": resp.etag, "last_modified": resp.last_modified})
+            fresh = [m for m in new if seen or m.extra.get("date_estimated") or m.created_at >= since]
+            state.update({"seen": remembered, "etag": resp.etag, "last_modified": resp.last_modified})
             pages[url] = {k: v for k, v in state.items() if v}
-            newest = max([m.created_at for m in fresh], default=None)
-            last_time = max(t for t in (cursor.last_time, newest) if t is not None) if newest else cursor.last_time
-            cursor = cursor.advanced(last_time=last_time, extra={**cursor.extra, "pages": pages})
+            cursor = moved(cursor, fresh, pages=pages)
             yield Batch(fresh, cursor, notes=tuple(notes))

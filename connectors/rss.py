@@ -11,12 +11,11 @@ import hashlib
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
 import feedparser
 
-from connectors.base import Connector
+from connectors.base import Connector, moved
 from connectors.html import html_to_text
 from listener.errors import ParseError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
@@ -117,19 +116,14 @@ def _int(value: Any) -> int | None:
 
 
 class RSSConnector(Connector):
-    """Params: `url` (or `urls = [...]`). Each URL keeps its own ETag/Last-Modified in the cursor."""
+    """RSS/Atom/RDF/JSON feeds. Each URL keeps its own ETag/Last-Modified in the cursor."""
 
     kind = "rss"
     default_rate = 1.0
-
-    def urls(self) -> list[str]:
-        urls = self.source.params.get("urls") or []
-        single = self.source.params.get("url")
-        found = ([single] if single else []) + list(urls)
-        return [u for u in found if isinstance(u, str)]
-
-    def hosts(self) -> list[str]:
-        return sorted({urlsplit(u).netloc for u in self.urls()})
+    params: ClassVar[dict[str, str]] = {
+        "url": "the feed's address",
+        "urls": "several feeds in one source",
+    }
 
     def fetch(self, cursor: Cursor) -> Iterator[Batch]:
         urls = self.urls()
@@ -139,7 +133,6 @@ class RSSConnector(Connector):
         # de-duplicate, so an entry published late with an old date is not lost.
         since = self.since(cursor) if cursor.last_time is None else None
         per_url: dict[str, Any] = dict(cursor.extra.get("feeds", {}))
-        newest = cursor.last_time
         for url in urls:
             state = per_url.get(url, {})
             resp = self.http.get(url, etag=state.get("etag"), last_modified=state.get("last_modified"))
@@ -151,7 +144,5 @@ class RSSConnector(Connector):
             )
             fresh = [m for m in mentions if since is None or m.created_at >= since]
             per_url[url] = {k: v for k, v in (("etag", resp.etag), ("last_modified", resp.last_modified)) if v}
-            for m in fresh:
-                newest = m.created_at if newest is None or m.created_at > newest else newest
-            cursor = cursor.advanced(last_time=newest, extra={**cursor.extra, "feeds": dict(per_url)})
+            cursor = moved(cursor, fresh, feeds=dict(per_url))
             yield Batch(fresh, cursor, notes=tuple(notes))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import Connector
+from connectors.base import Connector, describe, strict_int, time_batches
 from connectors.html import html_to_text
 from listener.errors import ParseError, SourceError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
@@ -28,18 +28,8 @@ QUOTA_FLOOR = 10
 BATCH_SIZE = 100
 
 
-def _describe(payload: Any) -> str:
-    if isinstance(payload, Mapping):
-        return f"an object with keys {sorted(payload)[:8]}"
-    return f"a JSON {type(payload).__name__}"
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _when(value: Any) -> datetime | None:
-    stamp = _int(value)
+    stamp = strict_int(value)
     return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
 
 
@@ -57,7 +47,7 @@ def parse_wrapper(payload: Any, *, source: str) -> tuple[list[Any], dict[str, An
     if isinstance(payload, Mapping) and "error_id" in payload:
         raise ParseError(source, f"Stack Exchange error {payload.get('error_name')}: {payload.get('error_message')}")
     if not isinstance(payload, Mapping) or not isinstance(payload.get("items"), list):
-        raise ParseError(source, f"expected a JSON object with 'items' but got {_describe(payload)}")
+        raise ParseError(source, f"expected a JSON object with 'items' but got {describe(payload)}")
     facts = {k: payload.get(k) for k in ("has_more", "quota_remaining", "quota_max", "backoff", "page")}
     return list(payload["items"]), facts
 
@@ -65,8 +55,8 @@ def parse_wrapper(payload: Any, *, source: str) -> tuple[list[Any], dict[str, An
 def _post(item: Mapping[str, Any], *, source: str, kind: str, site: str, fetched_at: datetime,
           question: Mapping[str, Any] | None) -> Mention | None:
     is_answer = question is not None or "answer_id" in item
-    native = _int(item.get("answer_id") if is_answer else item.get("question_id"))
-    qid = _int(item.get("question_id"))
+    native = strict_int(item.get("answer_id") if is_answer else item.get("question_id"))
+    qid = strict_int(item.get("question_id"))
     created = _when(item.get("creation_date"))
     if native is None or qid is None or created is None:
         return None
@@ -85,9 +75,9 @@ def _post(item: Mapping[str, Any], *, source: str, kind: str, site: str, fetched
         url = link or f"{base}/a/{native}"
     else:
         extra.update(tags=list(item.get("tags") or [])[:20], is_answered=bool(item.get("is_answered")))
-        if _int(item.get("accepted_answer_id")) is not None:
+        if strict_int(item.get("accepted_answer_id")) is not None:
             extra["accepted_answer_id"] = str(item["accepted_answer_id"])
-        if _int(item.get("view_count")) is not None:
+        if strict_int(item.get("view_count")) is not None:
             extra["view_count"] = item["view_count"]
         url = link or f"{base}/q/{native}"
     raw = {k: v for k, v in item.items() if k not in ("answers", "comments")}
@@ -103,8 +93,8 @@ def _post(item: Mapping[str, Any], *, source: str, kind: str, site: str, fetched
         fetched_at=fetched_at,
         thread_id=f"q{qid}",
         parent_id=f"q{qid}" if is_answer else None,
-        score=float(item["score"]) if _int(item.get("score")) is not None else None,
-        comments=_int(item.get("comment_count" if is_answer else "answer_count")),
+        score=float(item["score"]) if strict_int(item.get("score")) is not None else None,
+        comments=strict_int(item.get("comment_count" if is_answer else "answer_count")),
         extra=extra,
         raw=cap_raw(raw),
     )
@@ -143,7 +133,7 @@ def parse_answers(payload: Any, *, source: str, site: str, titles: Mapping[int, 
     mentions: list[Mention] = []
     notes: list[str] = []
     for item in items:
-        qid = _int(item.get("question_id")) if isinstance(item, Mapping) else None
+        qid = strict_int(item.get("question_id")) if isinstance(item, Mapping) else None
         question = {"title": (titles or {}).get(qid)} if qid is not None else {}
         parsed = _post(item, source=source, kind=kind, site=site, fetched_at=now, question=question) \
             if isinstance(item, Mapping) else None
@@ -158,31 +148,26 @@ def _ident(item: Any, key: str) -> Any:
     return item.get(key) if isinstance(item, Mapping) else None
 
 
-def _chunk_by_time(mentions: list[Mention], size: int) -> Iterator[list[Mention]]:
-    """Oldest-first chunks of about `size`, never splitting one second (the cursor filter is strict)."""
-    ordered = sorted(mentions, key=lambda m: (m.created_at, m.native_id))
-    chunk: list[Mention] = []
-    for m in ordered:
-        if len(chunk) >= size and m.created_at > chunk[-1].created_at:
-            yield chunk
-            chunk = []
-        chunk.append(m)
-    if chunk:
-        yield chunk
-
-
 class _QuotaLow(Exception):
     def __init__(self, remaining: int) -> None:
         self.remaining = remaining
 
 
 class StackExchangeConnector(Connector):
-    """Params: `site` (default stackoverflow), `tagged` ("python;pandas"), `queries` (else the watch
-    phrases), `key = { env = … }` (raises the daily quota from 300 to 10,000), `max_pages`, `base_url`."""
+    """Questions (by activity, so new answers on old questions count) and their answers on one site."""
 
     kind = "stackexchange"
     default_rate = 1.0  # the API throttles above 30 requests/second per IP; `backoff` asks for more.
     auth = "optional API key"
+    params: ClassVar[dict[str, str]] = {
+        "site": "API site name: stackoverflow (default), superuser, serverfault, math, …",
+        "tagged": 'only questions with these tags, ";"-separated ("python;pandas")',
+        "queries": "searches (default: one per watch alternative; none with only `tagged` lists its questions)",
+        "key": "API key as { env = … }: raises the daily quota from 300 to 10,000 requests",
+        "max_pages": "pages per search before a capped note (default 10)",
+        "batch_size": "mentions per committed batch (default 100)",
+        "base_url": f"API address (default {API_URL})",
+    }
 
     @property
     def base_url(self) -> str:
@@ -200,20 +185,9 @@ class StackExchangeConnector(Connector):
     def site(self) -> str:
         return str(self.source.param("site") or "stackoverflow")
 
-    def queries(self) -> list[str | None]:
-        configured = self.source.param("queries")
-        if isinstance(configured, str):
-            configured = [configured]
-        if configured:
-            return [str(q) for q in configured]
-        found = [" ".join(f'"{p}"' if " " in p else p for p in alt.required)
-                 for w in self.watches for e in w.expressions for alt in e.alternatives]
-        if found:
-            return list(dict.fromkeys(found))
-        return [None] if self.source.param("tagged") else []
-
     def fetch(self, cursor: Cursor) -> Iterator[Batch]:
-        queries = self.queries()
+        # No search at all (None) lists the `tagged` questions.
+        queries: list[str | None] = [*self.queries()] or ([None] if self.source.param("tagged") else [])
         if not queries:
             raise SourceError(self.name, "stackexchange needs `tagged`, `queries` or watch queries")
         since = self.since(cursor)
@@ -234,14 +208,7 @@ class StackExchangeConnector(Connector):
         if self._quota is not None and self._quota < QUOTA_FLOOR:
             notes.append(f"quota low: {self._quota} requests left today")
         fresh = [m for m in found.values() if m.created_at > since]
-        first = True
-        for chunk in _chunk_by_time(fresh, int(self.source.param("batch_size", BATCH_SIZE))):
-            newest = chunk[-1].created_at
-            cursor = cursor.advanced(last_time=max(newest, cursor.last_time or newest))
-            yield Batch(chunk, cursor, notes=tuple(notes) if first else ())
-            first = False
-        if first:
-            yield Batch([], cursor, notes=tuple(notes))
+        yield from time_batches(fresh, cursor, int(self.source.param("batch_size", BATCH_SIZE)), notes)
 
     def _params(self, **extra: Any) -> dict[str, Any]:
         params: dict[str, Any] = {"site": self.site, "filter": "withbody", "pagesize": PAGE_SIZE, **extra}
@@ -258,7 +225,7 @@ class StackExchangeConnector(Connector):
             payload = self.http.get(url, params={**params, "page": page}).json()
             _, facts = parse_wrapper(payload, source=self.name)
             self._obey(facts, notes)
-            self._quota = _int(facts.get("quota_remaining"))
+            self._quota = strict_int(facts.get("quota_remaining"))
             yield payload
             if not facts.get("has_more"):
                 return

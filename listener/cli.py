@@ -35,7 +35,7 @@ app.add_typer(state_app, name="state")
 app.add_typer(db_app, name="db")
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, never wrapped
 
 ConfigOpt = Annotated[
     str | None, typer.Option("--config", "-c", help="Config file (default: $LISTENER_CONFIG or ./listener.toml).")

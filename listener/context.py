@@ -32,7 +32,11 @@ class Context:
             if not explicit and not path.exists() and not required:
                 self._config = Config(path=None)
             else:
-                self._config = load_config(path)
+                from connectors import validate_sources
+
+                config = load_config(path)
+                validate_sources(config)
+                self._config = config
         return self._config
 
     def database_target(self) -> str:

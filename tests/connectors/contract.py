@@ -2,16 +2,12 @@
 
 Usage (from any ``tests/connectors/test_contract_<kind>.py``)::
 
-    from tests.connectors.contract import check_contract, json_file, make_source
+    from tests.connectors.contract import check_contract, fresh, json_file, make_source
 
     def test_contract(replay_server, http, corpora):
         replay_server.routes["/api/v1/search_by_date"] = json_file(corpora / "hackernews/algolia/x.json")
         source = make_source("hn", "hackernews", base_url=replay_server.url)
-
-        def make() -> Connector:
-            return HackerNewsConnector(source, http, watches)
-
-        check_contract(make, replay_server, expect_min=10)
+        check_contract(fresh(HackerNewsConnector, source, http, watches), replay_server, expect_min=10)
 
 `make_connector` must build a *fresh* connector each call, pointed at `server.url`, with
 ``lookback = 0`` and a backfill long enough to reach the capture's dates (`make_source` does both).
@@ -37,7 +33,7 @@ What is asserted (each failure message says which rule broke):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +44,8 @@ import pytest
 from connectors.base import Connector
 from listener.config import SourceConfig
 from listener.errors import ListenerError
+from listener.http import HttpClient
+from listener.matching import WatchQuery
 from listener.types import Batch, Cursor, Mention
 from tests.support.server import ReplayServer, Reply, Seen
 
@@ -65,6 +63,12 @@ def make_source(name: str, kind: str, *, backfill: timedelta = LONG_BACKFILL, ma
     return SourceConfig(name=name, kind=kind, params=params, backfill=backfill, lookback=timedelta(0), match=match)
 
 
+def fresh(cls: type[Connector], source: SourceConfig, http: HttpClient,
+          watches: Sequence[WatchQuery] = ()) -> Callable[[], Connector]:
+    """The `make_connector` of `check_contract`: a new `cls` over the same source, client and watches per call."""
+    return lambda: cls(source, http, watches)
+
+
 def json_file(path: Path, *, status: int = 200, headers: dict[str, str] | None = None, gzip: bool = False) -> Reply:
     """Serve a capture file as the service does (``application/json; charset=utf-8``)."""
     return Reply(status, path.read_bytes(), headers=dict(headers or {}),
@@ -74,6 +78,16 @@ def json_file(path: Path, *, status: int = 200, headers: dict[str, str] | None =
 def json_reply(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None, gzip: bool = False) -> Reply:
     return Reply(status, json.dumps(payload).encode(), headers=dict(headers or {}),
                  content_type="application/json; charset=utf-8", gzip=gzip)
+
+
+def html_reply(body: bytes | Path, *, status: int = 200, etag: str | None = None) -> Reply:
+    """Serve an HTML page (a capture file or bytes) as a web server does."""
+    data = body.read_bytes() if isinstance(body, Path) else body
+    return Reply(status, data, content_type="text/html; charset=utf-8", etag=etag)
+
+
+def robots_txt(rules: str) -> Reply:
+    return Reply(200, rules.encode(), content_type="text/plain")
 
 
 def query_value(seen: Seen, key: str, default: str | None = None) -> str | None:

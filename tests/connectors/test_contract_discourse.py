@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.base import Connector
 from connectors.discourse import DiscourseConnector
 from listener.http import HttpClient
-from tests.connectors.contract import check_contract, json_file, make_source
+from tests.connectors.contract import check_contract, fresh, json_file, make_source
 from tests.connectors.test_discourse import load, posts_by_ids
 from tests.support.server import ReplayServer
 
@@ -21,11 +20,7 @@ def test_discourse_contract_latest_mode(replay_server: ReplayServer, http: HttpC
     for topic_id in (1148, 1149):
         replay_server.routes[f"/t/{topic_id}/posts.json"] = posts_by_ids(*views.values())
     source = make_source("forum", "discourse", base_url=replay_server.url, match="all")
-
-    def make() -> Connector:
-        return DiscourseConnector(source, http)
-
-    mentions = check_contract(make, replay_server, expect_min=20)
+    mentions = check_contract(fresh(DiscourseConnector, source, http), replay_server, expect_min=20)
     # The anonymised captures reuse post ids across both topics: each post is yielded once.
     assert len(mentions) == 20
     assert {m.thread_id for m in mentions} == {"1148", "1149"}
@@ -38,8 +33,4 @@ def test_discourse_contract_search_mode(replay_server: ReplayServer, http: HttpC
     serve_2108(replay_server, corpora)
     source = make_source("cf", "discourse", base_url=replay_server.url)
     watches = [WatchQuery.build("fem", ["feminism"])]
-
-    def make() -> Connector:
-        return DiscourseConnector(source, http, watches)
-
-    check_contract(make, replay_server, expect_min=60)
+    check_contract(fresh(DiscourseConnector, source, http, watches), replay_server, expect_min=60)

@@ -11,7 +11,7 @@ import pytest
 
 from connectors.googleplay import GooglePlayConnector, extract_data_blocks, parse_play_page
 from listener.errors import ParseError
-from tests.connectors.contract import check_contract, make_source, query_value, run
+from tests.connectors.contract import check_contract, html_reply, make_source, query_value, robots_txt, run
 from tests.support.server import ReplayServer, Reply, Seen
 
 IGTV = "com.instagram.igtv"
@@ -88,7 +88,7 @@ def serve(server: ReplayServer, corpora: Path) -> None:
         body = pages.get(query_value(seen, "id") or "")
         if body is None:
             return Reply(404, b"not found", content_type="text/html")
-        return Reply(200, body, content_type="text/html; charset=utf-8")
+        return html_reply(body)
 
     server.routes["/store/apps/details"] = details
 
@@ -120,7 +120,7 @@ def test_oldest_first_and_backfill(replay_server: ReplayServer, http: Any, corpo
 
 def test_robots_disallow(replay_server: ReplayServer, http: Any, corpora: Path) -> None:
     serve(replay_server, corpora)
-    replay_server.routes["/robots.txt"] = Reply(200, b"User-agent: *\nDisallow: /store/\n", content_type="text/plain")
+    replay_server.routes["/robots.txt"] = robots_txt("User-agent: *\nDisallow: /store/\n")
     batches, mentions = run(make(replay_server, http))
     assert mentions == [] and all("robots.txt disallows" in b.notes[0] for b in batches)
     assert replay_server.hits("/store/apps/details") == []
@@ -135,8 +135,8 @@ def test_json_instead_of_page(replay_server: ReplayServer, http: Any) -> None:
 def test_robots_allowing_details_only(replay_server: ReplayServer, http: Any, corpora: Path) -> None:
     """Google's rules allow /store/apps/details? and disallow the rest of /store/ (Allow listed first)."""
     serve(replay_server, corpora)
-    rules = b"User-agent: *\nDisallow: /store/search\nAllow: /store/apps/details?\nDisallow: /store/\n"
-    replay_server.routes["/robots.txt"] = Reply(200, rules, content_type="text/plain")
+    rules = "User-agent: *\nDisallow: /store/search\nAllow: /store/apps/details?\nDisallow: /store/\n"
+    replay_server.routes["/robots.txt"] = robots_txt(rules)
     _, mentions = run(make(replay_server, http))
     assert len(mentions) == 41
     assert len(replay_server.hits("/robots.txt")) == 1  # cached per origin

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.base import Connector
 from connectors.hackernews import HackerNewsConnector
 from listener.http import HttpClient
 from listener.matching import WatchQuery
-from tests.connectors.contract import check_contract, json_file, make_source
+from tests.connectors.contract import check_contract, fresh, json_file, make_source
 from tests.connectors.test_hackernews import algolia_payload, fake_algolia
 from tests.support.server import ReplayServer
 
@@ -21,9 +20,5 @@ def test_hackernews_contract(replay_server: ReplayServer, http: HttpClient, corp
     source = make_source("hn", "hackernews", base_url=f"{replay_server.url}/api/v1",
                          firebase_url=f"{replay_server.url}/v0", hits_per_page=6, batch_size=4)
     watches = [WatchQuery.build("node", ["nodejs"])]
-
-    def make() -> Connector:
-        return HackerNewsConnector(source, http, watches)
-
-    mentions = check_contract(make, replay_server, expect_min=20)
+    mentions = check_contract(fresh(HackerNewsConnector, source, http, watches), replay_server, expect_min=20)
     assert len(mentions) == 20

@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.base import Connector
 from connectors.mastodon import MastodonConnector
 from listener.config import Secret
 from listener.http import HttpClient
 from listener.matching import WatchQuery
-from tests.connectors.contract import check_contract, make_source
+from tests.connectors.contract import check_contract, fresh, make_source
 from tests.connectors.test_mastodon import serve
 from tests.support.server import ReplayServer
 
@@ -18,9 +17,5 @@ def test_mastodon_contract(replay_server: ReplayServer, http: HttpClient, monkey
     monkeypatch.setattr("connectors.mastodon.LIMIT", 2)  # several pages from five statuses
     source = make_source("masto", "mastodon", base_url=replay_server.url, access_token=Secret("MASTO_TOKEN"))
     watches = [WatchQuery.build("acme", ['acmecloud OR "acme cloud"'])]
-
-    def make() -> Connector:
-        return MastodonConnector(source, http, watches)
-
-    mentions = check_contract(make, replay_server, expect_min=6)
+    mentions = check_contract(fresh(MastodonConnector, source, http, watches), replay_server, expect_min=6)
     assert len(mentions) == 6

@@ -10,14 +10,10 @@ import pytest
 
 from connectors.reviews import ReviewPageConnector, normalise_rating, parse_review_page
 from listener.errors import ParseError
-from tests.connectors.contract import check_contract, make_source, run
+from tests.connectors.contract import check_contract, html_reply, make_source, robots_txt, run
 from tests.support.server import ReplayServer, Reply
 
 SAMPLES = "reviews_jsonld_extruct"
-
-
-def html_reply(path: Path) -> Reply:
-    return Reply(200, path.read_bytes(), content_type="text/html; charset=utf-8")
 
 
 def read(corpora: Path, name: str) -> str:
@@ -126,7 +122,7 @@ def test_contract(replay_server: ReplayServer, http: Any, corpora: Path) -> None
 
 
 def test_robots_disallow_skips_with_note(replay_server: ReplayServer, http: Any, corpora: Path) -> None:
-    replay_server.routes["/robots.txt"] = Reply(200, b"User-agent: *\nDisallow: /private/\n", content_type="text/plain")
+    replay_server.routes["/robots.txt"] = robots_txt("User-agent: *\nDisallow: /private/\n")
     replay_server.routes["/private/p"] = html_reply(corpora / SAMPLES / "schema.org/CreativeWork.001.html")
     replay_server.routes["/books/catcher"] = html_reply(corpora / SAMPLES / "schema.org/CreativeWork.001.html")
     batches, mentions = run(make(replay_server, http, "/private/p", "/books/catcher"))

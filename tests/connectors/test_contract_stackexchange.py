@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.base import Connector
 from connectors.stackexchange import StackExchangeConnector
 from listener.http import HttpClient
 from listener.matching import WatchQuery
-from tests.connectors.contract import check_contract, make_source
+from tests.connectors.contract import check_contract, fresh, make_source
 from tests.connectors.test_stackexchange import serve
 from tests.support.server import ReplayServer
 
@@ -16,9 +15,5 @@ def test_stackexchange_contract(replay_server: ReplayServer, http: HttpClient, c
     serve(replay_server, corpora)
     source = make_source("se", "stackexchange", base_url=f"{replay_server.url}/2.3", batch_size=1)
     watches = [WatchQuery.build("pd", ["pandas"])]
-
-    def make() -> Connector:
-        return StackExchangeConnector(source, http, watches)
-
-    mentions = check_contract(make, replay_server, expect_min=3)
+    mentions = check_contract(fresh(StackExchangeConnector, source, http, watches), replay_server, expect_min=3)
     assert sorted(m.native_id for m in mentions) == ["a1", "a2", "q1"]

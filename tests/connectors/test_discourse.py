@@ -138,12 +138,16 @@ def serve_2108(server: ReplayServer, corpora: Path) -> None:
         view, load(corpora, f"{CF}/t_2108_posts.json"), load(corpora, f"{CF}/t_2108_posts_pn_41.json"))
 
 
+def search_2108(server: ReplayServer, http: HttpClient, corpora: Path) -> DiscourseConnector:
+    """Topic 2108 served (see `serve_2108`) and a search-mode connector looking for "feminism" in it."""
+    serve_2108(server, corpora)
+    source = make_source("cf", "discourse", base_url=server.url)
+    return DiscourseConnector(source, http, [WatchQuery.build("fem", ["feminism"])])
+
+
 def test_search_mode_pages_the_post_stream_tail_first(replay_server: ReplayServer, http: HttpClient,
                                                       corpora: Path) -> None:
-    serve_2108(replay_server, corpora)
-    source = make_source("cf", "discourse", base_url=replay_server.url)
-    conn = DiscourseConnector(source, http, [WatchQuery.build("fem", ["feminism"])])
-    batches, mentions = run(conn)
+    batches, mentions = run(search_2108(replay_server, http, corpora))
     assert len(mentions) == 60  # posts 1-40 and 433-452: the ones the captures hold
     assert {m.extra["post_number"] for m in mentions} == set(range(1, 41)) | set(range(433, 453))
     search = replay_server.hits("/search.json")[0]
@@ -160,11 +164,8 @@ def test_search_mode_pages_the_post_stream_tail_first(replay_server: ReplayServe
 
 def test_incremental_stops_walking_back_at_old_posts(replay_server: ReplayServer, http: HttpClient,
                                                      corpora: Path) -> None:
-    serve_2108(replay_server, corpora)
-    source = make_source("cf", "discourse", base_url=replay_server.url)
-    conn = DiscourseConnector(source, http, [WatchQuery.build("fem", ["feminism"])])
     since = datetime(2025, 9, 29, 13, 0, tzinfo=UTC)  # between posts 25 and 26
-    _, mentions = run(conn, Cursor(last_time=since))
+    _, mentions = run(search_2108(replay_server, http, corpora), Cursor(last_time=since))
     assert min(m.extra["post_number"] for m in mentions) == 26
     asked = {i for p in replay_server.hits("/t/2108/posts.json") for i in p.query["post_ids[]"]}
     assert "18869" in asked and "18843" not in asked  # post 21's chunk fetched, post 1's never

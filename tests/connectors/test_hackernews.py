@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from connectors.hackernews import HackerNewsConnector, chunk_by_time, parse_algolia_hits, parse_firebase_item
+from connectors.base import chunk_by_time
+from connectors.hackernews import HackerNewsConnector, parse_algolia_hits, parse_firebase_item
 from listener.errors import ParseError, SourceError
 from listener.http import HttpClient
 from listener.matching import WatchQuery

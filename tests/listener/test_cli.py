@@ -111,3 +111,10 @@ def test_usage_errors(tmp_path: Path, replay_server: ReplayServer, capsys: pytes
 def test_unusable_database_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--db", str(tmp_path / "no" / "such" / "dir" / "x.db"), "search", "x")
     assert code == 1 and "Traceback" not in err and "x.db" in err
+
+
+def test_unknown_source_key_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "typo.toml"
+    cfg.write_text('[[source]]\nname = "hn"\nkind = "hackernews"\nhits_per_pag = 10\n', encoding="utf-8")
+    code, _, err = run(capsys, "-c", str(cfg), "fetch")
+    assert code == 2 and "source.hn.hits_per_pag" in err and "did you mean 'hits_per_page'" in err
