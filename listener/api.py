@@ -7,7 +7,6 @@ clear message), page size is capped, pagination is keyset (`after` token from th
 
 from __future__ import annotations
 
-import csv
 import hmac
 import io
 import json
@@ -21,6 +20,8 @@ from fastapi.responses import JSONResponse, Response
 
 from listener import __version__
 from listener.config import Config
+from listener.export import rows_with_sentiment, write_rows
+from listener.query import MentionQuery, run_query
 from listener.types import SOURCE_KINDS
 from storage import SearchPage, Store
 
@@ -45,37 +46,18 @@ class Bucket(str, Enum):
     week = "week"
 
 
+class Sentiment(str, Enum):
+    negative = "negative"
+    neutral = "neutral"
+    positive = "positive"
+
+
 class GroupBy(str, Enum):
     none = "none"
     source = "source"
     kind = "kind"
     watch = "watch"
     sentiment = "sentiment"
-
-
-CSV_FIELDS = (
-    "id",
-    "source",
-    "kind",
-    "created_at",
-    "author",
-    "title",
-    "text",
-    "url",
-    "score",
-    "rating",
-    "matched",
-    "sentiment",
-)
-
-
-def mention_json(item: Any, enrichments: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    data = item.mention.to_dict()
-    data["id"] = item.id
-    data["snippet"] = item.snippet
-    data["sentiment"] = (enrichments.get("sentiment") or {}).get("label")
-    data["enrichments"] = enrichments
-    return data
 
 
 def _bucket_start(when: datetime, bucket: Bucket) -> datetime:
@@ -102,37 +84,6 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
 
     auth = [Depends(require_token)]
 
-    def search_page(
-        q: str | None,
-        source: list[str] | None,
-        kind: list[str] | None,
-        watch: list[str] | None,
-        since: datetime | None,
-        until: datetime | None,
-        sort: Sort,
-        limit: int,
-        after: str | None,
-    ) -> SearchPage:
-        for k in kind or []:
-            if k not in SOURCE_KINDS:
-                raise HTTPException(422, f"unknown kind {k!r}; expected one of {', '.join(SOURCE_KINDS)}")
-        if since and until and since >= until:
-            raise HTTPException(422, "since must be before until")
-        try:
-            return store.search(
-                q or None,
-                sources=source or (),
-                kinds=kind or (),
-                watches=watch or (),
-                since=since,
-                until=until,
-                limit=limit,
-                after=after,
-                sort=sort.value,
-            )
-        except ValueError as exc:  # bad query syntax or page token
-            raise HTTPException(422, str(exc)) from None
-
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "schema": store.schema_revision()}
@@ -144,6 +95,14 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
         kind: Annotated[list[str] | None, Query()] = None,
         watch: Annotated[list[str] | None, Query()] = None,
         competitor: Annotated[bool | None, Query(description="Only mentions of competitor watch queries")] = None,
+        topic: Annotated[str | None, Query(max_length=100)] = None,
+        intent: Annotated[str | None, Query(max_length=50)] = None,
+        stage: Annotated[str | None, Query(max_length=50)] = None,
+        lang: Annotated[str | None, Query(max_length=10)] = None,
+        sentiment: Sentiment | None = None,
+        canonical_only: bool = False,
+        semantic: Annotated[str | None, Query(max_length=1000, description="Rank by similarity to this text")] = None,
+        min_score: Annotated[float | None, Query(description="Minimum engagement (votes/points)")] = None,
         since: datetime | None = None,
         until: datetime | None = None,
         sort: Sort = Sort.newest,
@@ -151,26 +110,49 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
         after: Annotated[str | None, Query(max_length=2000)] = None,
         format: Format = Format.json,
     ) -> Response:
+        for k in kind or []:
+            if k not in SOURCE_KINDS:
+                raise HTTPException(422, f"unknown kind {k!r}; expected one of {', '.join(SOURCE_KINDS)}")
+        if since and until and since >= until:
+            raise HTTPException(422, "since must be before until")
         watches = list(watch or [])
         if competitor is not None:
             chosen = [w.name for w in config.watches if w.competitor == competitor]
             watches = [w for w in watches if w in chosen] if watches else chosen
             if not watches:
                 return JSONResponse({"items": [], "next_after": None})
-        page = search_page(q, source, kind, watches, since, until, sort, limit, after)
-        ids = [i.id for i in page.items]
-        enrich = store.enrichments_for(ids) if ids else {}
-        rows = [mention_json(i, enrich.get(i.id, {})) for i in page.items]
-        if format is Format.ndjson:
-            body = "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows)
-            return Response(body, media_type="application/x-ndjson", headers=_next_header(page))
-        if format is Format.csv:
+        query = MentionQuery(
+            text=q or None,
+            sources=tuple(source or ()),
+            kinds=tuple(kind or ()),
+            watches=tuple(watches),
+            since=since,
+            until=until,
+            sort=sort.value,
+            limit=limit,
+            after=after,
+            topic=topic,
+            intent=intent,
+            stage=stage,
+            lang=lang,
+            sentiment=sentiment.value if sentiment else None,
+            canonical_only=canonical_only,
+            semantic=semantic,
+        )
+        try:
+            page = run_query(store, query)
+        except ValueError as exc:  # bad query syntax or page token
+            raise HTTPException(422, str(exc)) from None
+        items = [i for i in page.items if min_score is None or (i.mention.score or 0) >= min_score]
+        rows = rows_with_sentiment(store, items)
+        if format is not Format.json:
             buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({**r, "matched": ";".join(r["matched"])})
-            return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers=_next_header(page))
+            write_rows(rows, format.value, buf, header=True)
+            media = "application/x-ndjson" if format is Format.ndjson else "text/csv; charset=utf-8"
+            return Response(buf.getvalue(), media_type=media, headers=_next_header(page))
+        enrich = store.enrichments_for([r["id"] for r in rows]) if rows else {}
+        for r in rows:
+            r["enrichments"] = enrich.get(r["id"], {})
         return JSONResponse({"items": json.loads(json.dumps(rows, default=str)), "next_after": page.next_after})
 
     @app.get("/api/mentions/{mention_id}", dependencies=auth, summary="One mention with enrichments and thread")

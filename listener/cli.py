@@ -263,10 +263,11 @@ def db_check(typer_ctx: typer.Context) -> None:
 
 
 def _register_more() -> None:
-    from listener import cli_digest, cli_model, cli_query, cli_serve
+    from listener import cli_digest, cli_insight, cli_model, cli_query, cli_serve
 
     cli_query.register(app)
     cli_digest.register(app)
+    cli_insight.register(app)
     cli_model.register(app)
     cli_serve.register(app)
 

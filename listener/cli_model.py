@@ -42,7 +42,7 @@ def run_enrichment(ctx: object, batch_size: int) -> int:
 
     assert isinstance(ctx, Context)
     store = ctx.store()
-    stages = default_stages()
+    stages = default_stages(ctx.config(required=False), store)
     pending = sum(store.count_unenriched(s.name, s.version) for s in stages)
     stop = StopFlag()
     stop.install()

@@ -114,25 +114,42 @@ def enrich_pending(
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Run each stage over every stored mention it has not seen at its current version.
+    """Run every stage over every stored mention it has not seen at its current version.
 
-    Batches are committed one by one, so an interrupted run (Ctrl-C/SIGTERM sets `should_stop`)
-    resumes where it stopped without redoing finished batches. Returns mentions enriched.
+    Batch-first: each batch goes through all stages in order (so the embedding computed by one
+    stage is reused by the next while still in memory), each stage only on the mentions that lack
+    its current version, and the batch's results are committed in one transaction. An interrupted
+    run (Ctrl-C/SIGTERM sets `should_stop`) resumes where it stopped without redoing finished
+    batches. Each stage leads one pass, so a new version of a later stage is caught up too.
+    Returns the number of mentions that went through a batch.
     """
     done = 0
-    for stage in stages:
-        for mentions in store.iter_unenriched(stage.name, stage.version, batch_size=batch_size):
+    for lead_index, lead in enumerate(stages):
+        for mentions in store.iter_unenriched(lead.name, lead.version, batch_size=batch_size):
             if should_stop():
                 return done
-            store.save_enrichments(stage.run(mentions))
+            results = list(lead.run(mentions))
+            ids = [m.id for m in mentions]
+            for stage in stages[lead_index + 1 :]:
+                have = store.enrichments_for(ids, stage=stage.name, model_version=stage.version)
+                todo = [m for m in mentions if stage.name not in have.get(m.id, {})]
+                if todo:
+                    results.extend(stage.run(todo))
+            store.save_enrichments(results)
             done += len(mentions)
             if progress:
                 progress(len(mentions))
     return done
 
 
-def default_stages() -> list[Stage]:
-    """The stages the product runs by default. Imported lazily: the model loads on first use only."""
-    from enrich.sentiment import SentimentStage
+def default_stages(config: Config | None = None, store: Store | None = None) -> list[Stage]:
+    """Sentiment, then the insight stages (embedding, topics, intent, journey, language, duplicates).
 
-    return [SentimentStage()]
+    Imported lazily and the models load on first use only; the topic stage reuses the sentiment
+    model for aspect sentiment.
+    """
+    from enrich.sentiment import SentimentStage
+    from enrich.stages import insight_stages
+
+    sentiment = SentimentStage()
+    return [sentiment, *insight_stages(config, store, sentiment=sentiment.classifier)]

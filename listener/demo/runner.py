@@ -121,7 +121,7 @@ def run_demo(*, db: Path, fresh: bool = True, enrich: bool = True, console: Cons
         http.close()
     if enrich:
         try:
-            done = enrich_pending(store, default_stages())
+            done = enrich_pending(store, default_stages(config, store))
             out.print(f"[bold]enriched[/] {done} mentions with the bundled sentiment model")
         except Exception as exc:  # the demo still shows the digest without sentiment
             out.print(f"[yellow]sentiment skipped[/]: {exc}")

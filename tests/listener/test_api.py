@@ -182,3 +182,11 @@ def test_ui_search_filter_and_escaping(client: TestClient) -> None:
     assert link is not None and client.get(link["href"]).status_code == 200
     assert "forum" in client.get("/sources").text
     assert "not a duration" in client.get("/", params={"since": "soonish"}).text
+
+
+def test_label_filters(client: TestClient, store: Store) -> None:
+    items = client.get("/api/mentions", params={"source": "forum", "limit": 3}).json()["items"]
+    store.save_enrichments([Enrichment(items[1]["id"], "intent", "t", {"label": "question"})])
+    r = client.get("/api/mentions", params={"intent": "question"})
+    assert [i["id"] for i in r.json()["items"]] == [items[1]["id"]]
+    assert client.get("/api/mentions", params={"sentiment": "grumpy"}).status_code == 422

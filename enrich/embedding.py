@@ -1,0 +1,390 @@
+"""Sentence embeddings: base all-MiniLM-L6-v2 in ONNX (int8), computed once per mention and stored.
+
+Every insight stage (topics, intent, journey, emerging clusters, semantic search) reads these
+vectors instead of running the encoder again. The ONNX graph already mean-pools and
+L2-normalises, so cosine similarity is a dot product. Loading is lazy and thread-safe (same
+pattern as `enrich.sentiment`); text goes through the shared `enrich.textprep` normalisation.
+Vectors are stored as an Enrichment {"dim": 384, "f16": base64(float16 bytes)} until storage grows
+a vector column.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from enrich.base import Enrichment
+from enrich.textprep import compose_title_text, has_signal, head_tail_ids, normalise, smart_truncate_chars
+
+if TYPE_CHECKING:
+    from listener.types import Mention
+    from storage import Store
+
+MODEL_DIR = Path(__file__).resolve().parent / "models" / "encoder"
+STAGE = "embedding"
+DIM = 384
+
+
+def _card(model_dir: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((model_dir / "model_card.json").read_text("utf-8"))
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def mention_text(m: Mention) -> str:
+    """The text every insight stage reads: title + body joined like the sentiment stage does."""
+    return compose_title_text(getattr(m, "title", None), getattr(m, "text", None))
+
+
+_CLAUSE_RE = re.compile(
+    r"(?<=[.!?;])\s+|\n+|\s+[-–—•]\s+|,\s+|\s+(?=(?:but|however|although|though|except)\b)", re.IGNORECASE
+)
+MAX_CLAUSES = 10
+
+
+def clause_spans(text: str, limit: int = MAX_CLAUSES) -> list[tuple[int, int]]:
+    """(start, end) of the clauses worth scoring, at most `limit`.
+
+    Splits at sentence ends, commas and contrast words ("love the app, battery dies in an hour"
+    holds two aspects with opposite sentiment); a fragment under three words after a comma joins
+    the clause before it, and clauses need three letters.
+    """
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    bounds = [(m.start(), m.end()) for m in _CLAUSE_RE.finditer(text)] + [(len(text), len(text))]
+    for sep_start, sep_end in bounds:
+        a, b, pos = pos, sep_start, sep_end
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if a >= b:
+            continue
+        if spans and len(text[a:b].split()) < 3 and text[spans[-1][1] - 1] not in ".!?;":
+            spans[-1] = (spans[-1][0], b)
+        elif len(spans) < limit:
+            spans.append((a, b))
+        else:
+            break
+    return [(a, b) for a, b in spans if sum(ch.isalpha() for ch in text[a:b]) >= 3]
+
+
+def kept_indices(n: int, max_len: int, head_frac: float) -> list[int]:
+    """Token positions `head_tail_ids` keeps (same rule), so offsets can follow the truncation."""
+    if n <= max_len:
+        return list(range(n))
+    budget = max_len - 2
+    n_head = max(1, round(budget * head_frac))
+    n_tail = budget - n_head
+    return [0, *range(1, 1 + n_head), *range(n - 1 - n_tail, n - 1), n - 1]
+
+
+ClauseData = tuple[list[str], np.ndarray]
+"""(clause texts, clause unit vectors) of one mention; pooled from the same encoder pass."""
+
+
+class Encoder:
+    """Thread-safe lazy ONNX sentence encoder. `embed` returns unit vectors; unusable text → zeros."""
+
+    max_length = 128
+
+    def __init__(self, model_dir: Path | str = MODEL_DIR, intra_op_threads: int = 2, model_file: str = "model.onnx"):
+        self.model_dir = Path(model_dir)
+        self.model_file = model_file
+        self.intra_op_threads = intra_op_threads
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._tok: Any = None
+        self._cls = self._sep = self._pad = 0
+
+    @property
+    def version(self) -> str:
+        return str(_card(self.model_dir).get("version", "encoder-missing"))
+
+    def _ensure_loaded(self) -> None:
+        if self._session is not None:
+            return
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            path = self.model_dir / self.model_file
+            if not path.exists():
+                raise FileNotFoundError(f"encoder model not found: {path} (run python -m enrich.export_encoder)")
+            tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+            tok.no_truncation()
+            tok.no_padding()
+            ids = [tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")]
+            if any(i is None for i in ids):
+                raise ValueError("encoder tokenizer lacks [CLS]/[SEP]/[PAD]")
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.intra_op_threads
+            opts.inter_op_num_threads = 1
+            # No busy-waiting: on a shared 2-core box spinning threads fight the other workers (measured
+            # 109 → 157 texts/s with 2 threads on a loaded machine).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._cls, self._sep, self._pad = (int(i) for i in ids if i is not None)
+            self._tok = tok
+            self._session = session
+
+    def _encode_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        encs = self._tok.encode_batch([smart_truncate_chars(t) for t in texts])
+        return [head_tail_ids(list(e.ids), max_length, self._cls, self._sep, 0.75) for e in encs]
+
+    def _run(self, seqs: Sequence[list[int]], with_tokens: bool = False) -> Any:
+        width = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), width), self._pad, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = s
+            mask[i, : len(s)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if with_tokens:
+            return self._session.run(["embedding", "token_embeddings"], feeds)
+        out: np.ndarray = self._session.run(["embedding"], feeds)[0]
+        return out
+
+    def embed(self, texts: Sequence[str | bytes], batch_size: int = 16, max_length: int | None = None) -> np.ndarray:
+        """Raw texts → (n, 384) float32 unit vectors; empty / signal-less texts get a zero vector."""
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        keep: list[int] = []
+        prepared: list[str] = []
+        for i, raw in enumerate(texts):
+            if not isinstance(raw, str | bytes):
+                continue
+            norm = normalise(raw)
+            if norm and has_signal(norm):
+                keep.append(i)
+                prepared.append(norm)
+        if not keep:
+            return out
+        self._ensure_loaded()
+        seqs = self._encode_ids(prepared, max_length or self.max_length)
+        # Length-sorted small batches: padding is what costs time with short social posts (measured
+        # on 1,000 real posts: batch 16 → 3.6 ms/post, 64 → 6.0 ms, 256 → 8.0 ms of CPU).
+        order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
+        for start in range(0, len(order), max(1, batch_size)):
+            part = order[start : start + batch_size]
+            vecs = self._run([seqs[j] for j in part])
+            out[[keep[j] for j in part]] = vecs
+        return out
+
+    def embed_clauses(self, texts: Sequence[str | bytes], batch_size: int = 16) -> tuple[np.ndarray, list[ClauseData]]:
+        """Post vectors plus clause vectors pooled from the same pass's token states (no second pass).
+
+        Clause vectors are the mean of the clause's contextual token vectors, L2-normalised; a
+        clause cut away by truncation gets no vector (and is left out).
+        """
+        post = np.zeros((len(texts), DIM), dtype=np.float32)
+        clauses: list[ClauseData] = [([], np.zeros((0, DIM), np.float32)) for _ in texts]
+        keep: list[int] = []
+        prepared: list[str] = []
+        for i, raw in enumerate(texts):
+            if isinstance(raw, str | bytes):
+                norm = smart_truncate_chars(normalise(raw))
+                if norm and has_signal(norm):
+                    keep.append(i)
+                    prepared.append(norm)
+        if not keep:
+            return post, clauses
+        self._ensure_loaded()
+        encs = self._tok.encode_batch(prepared)
+        seqs: list[list[int]] = []
+        offsets: list[list[tuple[int, int]]] = []
+        for e in encs:
+            idx = kept_indices(len(e.ids), self.max_length, 0.75)
+            seqs.append([e.ids[k] for k in idx])
+            offsets.append([e.offsets[k] for k in idx])
+        order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
+        for start in range(0, len(order), max(1, batch_size)):
+            part = order[start : start + batch_size]
+            vecs, tokens = self._run([seqs[j] for j in part], with_tokens=True)
+            for row, j in enumerate(part):
+                post[keep[j]] = vecs[row]
+                text, found, cvecs = prepared[j], [], []
+                for a, b in clause_spans(text):
+                    pos = [p for p, (x, y) in enumerate(offsets[j]) if y > x and x >= a and y <= b]
+                    if pos:
+                        v = tokens[row, pos].mean(axis=0)
+                        cvecs.append(v / max(float(np.linalg.norm(v)), 1e-9))
+                        found.append(text[a:b][:400])
+                if found:
+                    clauses[keep[j]] = (found, np.stack(cvecs).astype(np.float32))
+        return post, clauses
+
+
+_DEFAULT: Encoder | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_encoder() -> Encoder:
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _DEFAULT_LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = Encoder()
+    return _DEFAULT
+
+
+def embed_texts(texts: Sequence[str | bytes], encoder: Encoder | None = None) -> np.ndarray:
+    """(n, 384) float32 unit vectors (zeros for unusable text) with the shared default encoder."""
+    return (encoder or default_encoder()).embed(texts)
+
+
+def pack(vec: np.ndarray) -> dict[str, Any]:
+    return {"dim": int(vec.shape[-1]), "f16": base64.b64encode(vec.astype("<f2").tobytes()).decode("ascii")}
+
+
+def unpack(data: dict[str, Any] | None) -> np.ndarray | None:
+    try:
+        if not data or not data.get("f16"):
+            return None
+        vec = np.frombuffer(base64.b64decode(data["f16"]), dtype="<f2").astype(np.float32)
+        return vec if vec.shape[0] == int(data.get("dim", DIM)) else None
+    except (ValueError, TypeError):
+        return None
+
+
+def cache_key(m: Mention) -> str:
+    """Mention id + text digest: an edited mention must not get its old vector back."""
+    digest = hashlib.blake2b(mention_text(m).encode("utf-8", "replace"), digest_size=8).hexdigest()
+    return f"{m.id}:{digest}"
+
+
+class VectorCache:
+    """Bounded in-process cache (see `cache_key`) → vector, so later stages in the same run skip the DB."""
+
+    def __init__(self, max_items: int = 200_000) -> None:
+        self.max_items = max_items
+        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, keys: Iterable[str], vecs: np.ndarray) -> None:
+        with self._lock:
+            for i, v in zip(keys, vecs, strict=True):
+                self._data[i] = v
+                self._data.move_to_end(i)
+            while len(self._data) > self.max_items:
+                self._data.popitem(last=False)
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            return self._data.get(key)
+
+
+CACHE = VectorCache()
+CLAUSES: OrderedDict[str, ClauseData] = OrderedDict()
+CLAUSES_MAX = 20_000
+_CLAUSES_LOCK = threading.Lock()
+
+
+def _put_clauses(keys: Sequence[str], data: Sequence[ClauseData]) -> None:
+    with _CLAUSES_LOCK:
+        for k, (texts, vecs) in zip(keys, data, strict=True):
+            CLAUSES[k] = (texts, vecs.astype(np.float16))
+            CLAUSES.move_to_end(k)
+        while len(CLAUSES) > CLAUSES_MAX:
+            CLAUSES.popitem(last=False)
+
+
+def clause_vectors_for(
+    mentions: Sequence[Mention], store: Store | None = None, encoder: Encoder | None = None
+) -> tuple[np.ndarray, list[ClauseData]]:
+    """Post vectors + clause data, from the embedding stage's in-process cache when it ran in this
+    process; otherwise one encoder pass produces both (clause vectors are not stored)."""
+    keys = [cache_key(m) for m in mentions]
+    data: list[ClauseData | None] = []
+    with _CLAUSES_LOCK:
+        for k in keys:
+            hit = CLAUSES.get(k)
+            data.append(None if hit is None else (hit[0], hit[1].astype(np.float32)))
+    missing = [i for i, d in enumerate(data) if d is None]
+    post = np.zeros((len(mentions), DIM), dtype=np.float32)
+    if missing:
+        fresh_post, fresh = (encoder or default_encoder()).embed_clauses([mention_text(mentions[i]) for i in missing])
+        for row, i in enumerate(missing):
+            data[i] = fresh[row]
+            post[i] = fresh_post[row]
+        CACHE.put([keys[i] for i in missing], fresh_post)
+        _put_clauses([keys[i] for i in missing], fresh)
+    fresh_set = set(missing)
+    present = [i for i in range(len(mentions)) if i not in fresh_set]
+    if present:
+        post[present] = vectors_for([mentions[i] for i in present], store, encoder)
+    return post, [d if d is not None else ([], np.zeros((0, DIM), np.float32)) for d in data]
+
+
+def load_vectors(store: Store, ids: Sequence[str]) -> np.ndarray:
+    """Stored vectors for `ids` (rows of zeros where a mention has none yet), float32 (n, 384)."""
+    out = np.zeros((len(ids), DIM), dtype=np.float32)
+    found = store.enrichments_for(list(ids), stage=STAGE) if ids else {}
+    for row, mid in enumerate(ids):
+        vec = unpack(found.get(mid, {}).get(STAGE))
+        if vec is not None and vec.shape[0] == DIM:
+            out[row] = vec
+    return out
+
+
+def vectors_for(mentions: Sequence[Mention], store: Store | None = None, encoder: Encoder | None = None) -> np.ndarray:
+    """Vectors for mentions: in-process cache → store → encoder (only for what is still missing)."""
+    out = np.zeros((len(mentions), DIM), dtype=np.float32)
+    missing: list[int] = []
+    for i, m in enumerate(mentions):
+        vec = CACHE.get(cache_key(m))
+        if vec is None:
+            missing.append(i)
+        else:
+            out[i] = vec
+    if missing and store is not None:
+        stored = load_vectors(store, [mentions[i].id for i in missing])
+        still = []
+        for row, i in enumerate(missing):
+            if stored[row].any():
+                out[i] = stored[row]
+            else:
+                still.append(i)
+        missing = still
+    if missing:
+        vecs = embed_texts([mention_text(mentions[i]) for i in missing], encoder)
+        out[missing] = vecs
+        CACHE.put([cache_key(mentions[i]) for i in missing], vecs)
+    return out
+
+
+class EmbeddingStage:
+    """Stage "embedding": one stored unit vector per mention (runs before every other insight stage)."""
+
+    name = STAGE
+
+    def __init__(self, encoder: Encoder | None = None) -> None:
+        self.encoder = encoder or default_encoder()
+
+    @property
+    def version(self) -> str:
+        return self.encoder.version
+
+    def run(self, mentions: Sequence[Mention]) -> list[Enrichment]:
+        vecs, clauses = self.encoder.embed_clauses([mention_text(m) for m in mentions])
+        keys = [cache_key(m) for m in mentions]
+        CACHE.put(keys, vecs)
+        _put_clauses(keys, clauses)  # the topic stage reads these in the same process: no second pass
+        out = []
+        for m, v in zip(mentions, vecs, strict=True):
+            data: dict[str, Any] = pack(v) if v.any() else {"dim": DIM, "f16": None, "reason": "no usable text"}
+            out.append(Enrichment(mention_id=m.id, stage=self.name, model_version=self.version, data=data))
+        return out

@@ -1,0 +1,230 @@
+"""Sentiment throughput/latency bench: shipped ONNX classifier vs a transformers+torch pipeline.
+
+Both run on the same inputs (TweetEval validation tweets) in one call. Cold
+start and peak RSS are measured in fresh subprocesses so the parent's imports
+do not distort them. The torch baseline is optional: without torch (runtime
+install) it is reported as unavailable instead of failing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("LISTENER_CORPORA", "/work/shared/corpora")) / "sentiment_tweeteval" / "val_text.txt"
+DEFAULT_BATCHES = (1, 8, 32, 128)
+
+
+def load_inputs(n: int) -> list[str]:
+    """``n`` real tweets (TweetEval val, cycled if n > 2000)."""
+    texts = [t for t in CORPUS.read_text("utf-8").splitlines() if t.strip()]
+    return [texts[i % len(texts)] for i in range(n)]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def _time_batches(fn: Callable[[list[str]], Any], texts: list[str], batch_size: int) -> dict[str, float]:
+    fn(texts[: min(batch_size, len(texts))])  # warm-up (graph init, allocator)
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(texts), batch_size):
+        t = time.perf_counter()
+        fn(texts[start : start + batch_size])
+        lat.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    return {
+        "posts_per_s": round(len(texts) / total, 1),
+        "p50_ms": round(1000 * statistics.median(lat), 2),
+        "p95_ms": round(1000 * _percentile(lat, 0.95), 2),
+        "batches": len(lat),
+    }
+
+
+def _hf_model_dir() -> Path | None:
+    try:
+        card = json.loads((REPO / "enrich" / "models" / "sentiment" / "model_card.json").read_text())
+        run = card["export"]["run"]
+    except (OSError, KeyError, ValueError):
+        return None
+    path = REPO / ".cache" / "train" / run / "best"
+    return path if path.exists() else None
+
+
+def _subprocess_json(code: str, timeout: float = 600) -> dict[str, Any]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_wall_s"] = round(wall, 3)
+    return out
+
+
+def _ours_worker(n: int) -> None:
+    """Subprocess body: cold start (import+load+first result) then peak RSS after n posts at batch 32."""
+    import resource
+
+    t0 = time.perf_counter()
+    from enrich.sentiment import SentimentClassifier
+
+    clf = SentimentClassifier()
+    clf.classify(["first post of the day, loving it"])
+    cold = time.perf_counter() - t0
+    clf.classify(load_inputs(n), batch_size=32)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"cold_start_s": round(cold, 3), "peak_rss_mb": round(rss, 1)}))
+
+
+def _baseline_worker(n: int, batch_sizes: Sequence[int], model_dir: str) -> None:
+    """Subprocess body: transformers.pipeline('text-classification') on torch, same model and inputs."""
+    import resource
+
+    t0 = time.perf_counter()
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from enrich.textprep import normalise
+    from enrich.training.model import register
+
+    torch.set_num_threads(2)
+    register()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager")
+    pipe = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir), device=-1)
+    texts = [normalise(t) for t in load_inputs(n)]
+    pipe(texts[:1], truncation=True, max_length=128)
+    cold = time.perf_counter() - t0
+    per_batch = {
+        str(bs): _time_batches(functools.partial(pipe, batch_size=bs, truncation=True, max_length=128), texts, bs)
+        for bs in batch_sizes
+    }
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "per_batch": per_batch,
+                "cold_start_s": round(cold, 3),
+                "peak_rss_mb": round(rss, 1),
+                "torch": torch.__version__,
+                "note": "inputs pre-normalised; time = tokenise + infer",
+            }
+        )
+    )
+
+
+def run_bench(
+    n: int = 2000,
+    batch_sizes: Sequence[int] = DEFAULT_BATCHES,
+    baseline: bool = True,
+    store: Callable[[list[Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Measure the shipped classifier (and optionally the torch pipeline) on the same ``n`` tweets."""
+    from enrich.sentiment import SentimentClassifier
+
+    texts = load_inputs(n)
+    clf = SentimentClassifier()
+    per_batch = {
+        str(bs): _time_batches(functools.partial(clf.classify, batch_size=bs), texts, bs) for bs in batch_sizes
+    }
+    # Padded ONNX batches (per_row=False): faster, but int8 scores then depend on the batch neighbours.
+    batched = SentimentClassifier(per_row=False)
+    per_batch_padded = {
+        str(bs): _time_batches(functools.partial(batched.classify, batch_size=bs), texts, bs) for bs in batch_sizes
+    }
+
+    def end_to_end(batch: list[str]) -> None:
+        results = clf.classify(batch, batch_size=32)
+        if store is not None:
+            store(results)
+
+    result: dict[str, Any] = {
+        "n": n,
+        "inputs": "TweetEval sentiment validation tweets",
+        "model_version": clf.version,
+        "intra_op_threads": clf.intra_op_threads,
+        "cpu_count": os.cpu_count(),
+        "ours": {
+            "per_row": clf.per_row,
+            "per_batch": per_batch,
+            "per_batch_padded": per_batch_padded,
+            "end_to_end_batch32": _time_batches(end_to_end, texts, 32) | {"store": store is not None},
+        },
+    }
+    result["ours"].update(_subprocess_json(f"from listener.bench import _ours_worker; _ours_worker({n})"))
+    model_dir = _hf_model_dir()
+    if not baseline:
+        result["baseline"] = {"available": False, "reason": "disabled"}
+    elif importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        result["baseline"] = {
+            "available": False,
+            "reason": "torch/transformers not installed (install the [train] extra)",
+        }
+    elif model_dir is None:
+        result["baseline"] = {"available": False, "reason": "HF-format fine-tuned model not found under .cache/train"}
+    else:
+        args = f"{n}, {list(batch_sizes)!r}, {str(model_dir)!r}"
+        code = f"from listener.bench import _baseline_worker; _baseline_worker({args})"
+        base = _subprocess_json(code, timeout=3600)
+        result["baseline"] = {"available": "error" not in base, "model_dir": str(model_dir), **base}
+    return result
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """Human-readable table of a :func:`run_bench` result."""
+    ours, base = result["ours"], result.get("baseline", {})
+    lines = [
+        f"sentiment bench: {result['n']} posts ({result['inputs']}), model {result['model_version']}, "
+        f"{result['intra_op_threads']} threads",
+        "",
+        "ours = shipped default (each post its own ONNX call: batch-invariant scores);",
+        "padded = per_row=False (padded int8 batches: faster, scores depend on batch neighbours);",
+        "HF = transformers.pipeline('text-classification') on torch, same fine-tuned weights.",
+        "",
+        f"{'batch':>5} | {'ours posts/s':>12} | {'p50 ms':>8} | {'p95 ms':>8} | {'padded posts/s':>14} | "
+        f"{'HF posts/s':>10} | {'HF p50 ms':>9} | {'HF p95 ms':>9} | ours/HF",
+        "-" * 110,
+    ]
+    for bs, m in ours["per_batch"].items():
+        b = base.get("per_batch", {}).get(bs) if base.get("available") else None
+        hf = (
+            f"{b['posts_per_s']:>10} | {b['p50_ms']:>9} | {b['p95_ms']:>9} | {m['posts_per_s'] / b['posts_per_s']:.1f}x"
+            if b
+            else f"{'n/a':>10} | {'':>9} | {'':>9} |"
+        )
+        padded = ours.get("per_batch_padded", {}).get(bs, {}).get("posts_per_s", "n/a")
+        lines.append(f"{bs:>5} | {m['posts_per_s']:>12} | {m['p50_ms']:>8} | {m['p95_ms']:>8} | {padded:>14} | {hf}")
+    e2e = ours["end_to_end_batch32"]
+    lines += [
+        "",
+        f"end-to-end at batch 32 (normalise+tokenise+infer{'+store' if e2e['store'] else ''}): "
+        f"{e2e['posts_per_s']} posts/s",
+        f"cold start (import+load+first result, fresh process): ours {ours.get('cold_start_s', 'n/a')} s"
+        + (f", HF pipeline {base.get('cold_start_s')} s" if base.get("available") else ""),
+        f"peak RSS: ours {ours.get('peak_rss_mb', 'n/a')} MB"
+        + (f", HF pipeline {base.get('peak_rss_mb')} MB" if base.get("available") else ""),
+    ]
+    if not base.get("available"):
+        lines.append(f"baseline unavailable: {base.get('reason') or base.get('error')}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    res = run_bench(n=int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    print(format_bench(res))
+    print(json.dumps(res, indent=2))

@@ -1,0 +1,149 @@
+"""The committed ONNX sentiment model: behaviour on clear cases, bad input, batching and the stage.
+
+These tests fail (not skip) when the model files are missing: the model is part of the product.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from enrich.sentiment import MODEL_DIR, MODEL_VERSION, SentimentClassifier, SentimentResult, SentimentStage
+
+LABELS = {"negative", "neutral", "positive"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def clf() -> SentimentClassifier:
+    assert (MODEL_DIR / "model.onnx").exists(), "enrich/models/sentiment/model.onnx is missing"
+    assert (MODEL_DIR / "tokenizer.json").exists(), "enrich/models/sentiment/tokenizer.json is missing"
+    return SentimentClassifier()
+
+
+def _check(r: SentimentResult) -> None:
+    if r.label is None:
+        assert r.reason and r.score is None and r.scores == {}
+    else:
+        assert r.label in LABELS and r.reason is None
+        assert set(r.scores) == LABELS
+        assert math.isclose(sum(r.scores.values()), 1.0, abs_tol=1e-4)
+        assert r.score == r.scores[r.label] == max(r.scores.values())
+
+
+def test_model_files_and_card() -> None:
+    card = json.loads((MODEL_DIR / "model_card.json").read_text())
+    assert card["version"] == MODEL_VERSION and MODEL_VERSION.startswith("sentiment-")
+    assert card["labels"] == ["negative", "neutral", "positive"]
+    assert card["temperature"] > 0 and card["max_length"] == 128
+    assert (MODEL_DIR / "model.onnx").stat().st_size < 30 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("I absolutely love this app, best update ever!", "positive"),
+        ("Thank you so much, the support team was amazing and fixed it in minutes", "positive"),
+        ("This is the worst customer service I have ever had. Never again.", "negative"),
+        ("The app keeps crashing and I lost all my data, terrible", "negative"),
+        ("The store opens at 9am on Monday.", "neutral"),
+        ("Version 2.3 was released today with a new settings page.", "neutral"),
+    ],
+)
+def test_clear_examples(clf: SentimentClassifier, text: str, label: str) -> None:
+    (r,) = clf.classify([text])
+    _check(r)
+    assert r.label == label, (text, r)
+
+
+def test_bad_inputs_never_crash(clf: SentimentClassifier) -> None:
+    inputs: list[str | bytes] = [
+        "",
+        "   \n\t ",
+        "!!! ??? 123",
+        "😍😍😍",
+        "😡",
+        "great " * 20_000 + "but terrible ending",
+        "bad \ud83d surrogate",
+        b"caf\xc3\xa9 is \xff\xfe lovely".decode("utf-8", errors="surrogateescape"),
+        b"invalid \xff bytes but happy",
+        "Привет, this 服务 is great مرحبا",
+        "\x00\x01",
+        "@user http",
+    ]
+    results = clf.classify(inputs)
+    assert len(results) == len(inputs)
+    for r in results:
+        _check(r)
+    assert results[0].label is None and results[0].reason == "empty text"
+    assert results[1].label is None and results[1].reason == "empty text"
+    assert results[2].label is None and results[2].reason == "no letters or emoji"
+    assert results[3].label == "positive" and results[4].label == "negative"
+    assert all(r.label is not None for r in results[5:10])
+    assert results[11].label is None
+
+
+def test_non_text_inputs_get_a_reason(clf: SentimentClassifier) -> None:
+    results = clf.classify([None, 42])  # type: ignore[list-item]
+    assert [r.reason for r in results] == ["not text", "not text"]
+
+
+def test_batch_equals_single_and_is_deterministic(clf: SentimentClassifier) -> None:
+    texts = ["so happy with this", "meh, it's ok I guess", "awful, refund please", "short", "a " * 300 + "long one"]
+    batch = clf.classify(texts, batch_size=4)
+    singles = [clf.classify([t])[0] for t in texts]
+    for b, s in zip(batch, singles, strict=True):
+        assert b.label == s.label
+        for k in LABELS:
+            assert abs(b.scores[k] - s.scores[k]) < 1e-3
+    assert clf.classify(texts, batch_size=4) == batch
+    assert clf.classify([]) == []
+
+
+def test_lazy_thread_safe_load() -> None:
+    fresh = SentimentClassifier()
+    out: list[list[SentimentResult]] = []
+    threads = [threading.Thread(target=lambda: out.append(fresh.classify(["nice"]))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 4 and all(o == out[0] for o in out)
+
+
+def test_no_torch_at_runtime() -> None:
+    code = (
+        "import sys; from enrich.sentiment import SentimentClassifier; "
+        "SentimentClassifier().classify(['checking imports']); "
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_stage_returns_one_enrichment_per_mention(clf: SentimentClassifier) -> None:
+    from listener.types import Mention
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    mentions = [
+        Mention(source="s", kind="rss", native_id=str(i), url=None, title=title, text=text, author=None, created_at=now)
+        for i, (title, text) in enumerate(
+            [("Love it", "Best purchase this year"), (None, ""), ("Broken", "crashes on start"), (None, "🙂")]
+        )
+    ]
+    stage = SentimentStage(clf)
+    assert stage.name == "sentiment" and stage.version == MODEL_VERSION
+    out = stage.run(mentions)
+    assert [e.mention_id for e in out] == [m.id for m in mentions]
+    assert all(e.stage == "sentiment" and e.model_version == MODEL_VERSION for e in out)
+    assert out[0].data["label"] == "positive"
+    assert out[1].data == {"label": None, "score": None, "scores": {}, "reason": "empty text"}
+    assert out[2].data["label"] == "negative"
+    assert set(out[3].data) == {"label", "score", "scores", "reason"}

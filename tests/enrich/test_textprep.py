@@ -1,0 +1,74 @@
+"""Normalisation/truncation shared by training and runtime: must be deterministic and total."""
+
+from __future__ import annotations
+
+from enrich.textprep import (
+    clean_unicode,
+    compose_title_text,
+    demojize,
+    has_signal,
+    head_tail_ids,
+    normalise,
+    smart_truncate_chars,
+)
+
+
+def test_mentions_and_urls_use_tweeteval_placeholders() -> None:
+    text = "@Bob_99 see https://t.co/abc?x=1 and www.example.com/page, mail me@example.com"
+    assert normalise(text) == "@user see http and http mail me@example.com"
+
+
+def test_html_entities_unescaped_and_whitespace_collapsed() -> None:
+    assert normalise("  rock &amp; roll\n\n&lt;3  ") == "rock & roll <3"
+
+
+def test_normalise_is_idempotent_on_its_output() -> None:
+    once = normalise("@x loved it 😍😍😍 http://a.b #great")
+    assert normalise(once) == once
+
+
+def test_demojize_names_and_caps_repeats() -> None:
+    out = demojize("ok 😂😂😂😂")
+    assert out.count("face with tears of joy") == 2
+    assert "heart" in demojize("❤️")  # variation selector dropped, "heavy black" stripped
+    assert "thumbs up" in demojize("👍🏽")  # skin tone modifier dropped
+    assert demojize("plain text, no emoji") == "plain text, no emoji"
+
+
+def test_clean_unicode_handles_bytes_and_lone_surrogates() -> None:
+    assert clean_unicode(b"caf\xc3\xa9 \xff\xfe ok") == "café \ufffd\ufffd ok"
+    cleaned = clean_unicode("bad \ud83d half")
+    cleaned.encode("utf-8")  # must not raise
+    assert cleaned.startswith("bad ") and cleaned.endswith(" half")
+    assert clean_unicode("a\x00b\x07c\td") == "abc\td"
+
+
+def test_has_signal() -> None:
+    assert has_signal(normalise("great"))
+    assert has_signal(normalise("😡"))
+    assert has_signal(normalise("Привет мир"))
+    assert not has_signal(normalise("!!! 123 ..."))
+    assert not has_signal(normalise("@someone https://x.y"))
+
+
+def test_compose_title_text() -> None:
+    assert compose_title_text("Great app", "Works well") == "Great app. Works well"
+    assert compose_title_text("Great app!", "Works well") == "Great app! Works well"
+    assert compose_title_text(None, "only body") == "only body"
+    assert compose_title_text("Title", "Title and more") == "Title and more"
+    assert compose_title_text("  ", "") == ""
+
+
+def test_smart_truncate_chars_keeps_head_and_tail() -> None:
+    text = "START " + "x" * 100_000 + " END"
+    out = smart_truncate_chars(text, head=100, tail=50)
+    assert out.startswith("START ") and out.endswith(" END") and len(out) == 155
+    assert smart_truncate_chars("short") == "short"
+
+
+def test_head_tail_ids() -> None:
+    ids = [101, *range(1, 301), 102]
+    out = head_tail_ids(ids, 10, 101, 102, head_frac=0.5)
+    assert out == [101, 1, 2, 3, 4, 297, 298, 299, 300, 102]
+    assert head_tail_ids([101, 5, 102], 10, 101, 102) == [101, 5, 102]
+    assert head_tail_ids(ids, 10, 101, 102, head_frac=1.0) == [101, *range(1, 9), 102]
