@@ -10,22 +10,35 @@ from __future__ import annotations
 import hmac
 import io
 import json
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
 from listener import __version__
 from listener.config import Config
 from listener.export import rows_with_sentiment, write_rows
-from listener.query import MentionQuery, run_query
-from listener.types import SOURCE_KINDS
-from storage import SearchPage, Store
+from listener.query import MentionQuery, run_query, thread_of, volume
+from listener.types import SOURCE_KINDS, as_utc
+from storage import SourceState, Store
 
 MAX_PAGE = 500
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+def _iso_only(value: Any) -> Any:
+    """Dates are ISO 8601 (as the spec says): pydantic would also read "1700000000" as a Unix time."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("expected an ISO 8601 date-time such as 2026-11-01T08:00:00Z")
+    return value
+
+
+When = Annotated[datetime, BeforeValidator(_iso_only)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+"""A source or watch name as stored (1-200 characters)."""
 
 
 class Sort(str, Enum):
@@ -46,6 +59,9 @@ class Bucket(str, Enum):
     week = "week"
 
 
+Kind = Enum("Kind", {k: k for k in SOURCE_KINDS}, type=str)  # type: ignore[misc]
+
+
 class Sentiment(str, Enum):
     negative = "negative"
     neutral = "neutral"
@@ -60,12 +76,95 @@ class GroupBy(str, Enum):
     sentiment = "sentiment"
 
 
-def _bucket_start(when: datetime, bucket: Bucket) -> datetime:
-    when = when.astimezone(UTC)
-    if bucket is Bucket.hour:
-        return when.replace(minute=0, second=0, microsecond=0)
-    day = when.replace(hour=0, minute=0, second=0, microsecond=0)
-    return day - timedelta(days=day.weekday()) if bucket is Bucket.week else day
+class Problem(BaseModel):
+    detail: str
+
+
+class MentionOut(BaseModel):
+    id: str
+    source: str
+    kind: str
+    native_id: str
+    url: str | None
+    title: str | None
+    text: str
+    author: str | None
+    created_at: datetime
+    fetched_at: datetime
+    thread_id: str | None
+    parent_id: str | None
+    score: float | None
+    comments: int | None
+    rating: float | None
+    language: str | None
+    matched: list[str]
+    extra: dict[str, Any]
+    enrichments: dict[str, dict[str, Any]] = Field(description="stage → result (newest model version)")
+
+
+class MentionHit(MentionOut):
+    sentiment: str | None
+    snippet: str | None = Field(None, description="Text searches: the best passage, matches in [brackets]")
+
+
+class MentionPage(BaseModel):
+    items: list[MentionHit]
+    next_after: str | None = Field(description="Pass as `after` for the next page; null on the last page")
+
+
+class ThreadItem(BaseModel):
+    id: str
+    author: str | None
+    text: str
+    created_at: datetime
+    url: str | None
+
+
+class MentionDetail(MentionOut):
+    thread: list[ThreadItem]
+
+
+class Stats(BaseModel):
+    since: datetime
+    until: datetime
+    bucket: Bucket
+    group_by: GroupBy
+    total: int
+    series: dict[str, dict[str, int]] = Field(description="group → bucket start (ISO) → count")
+
+
+class SourceOut(BaseModel):
+    name: str
+    kind: str | None
+    enabled: bool
+    every: float | None = Field(description="seconds between runs")
+    cron: str | None
+    last_success_at: datetime | None
+    consecutive_failures: int
+    last_error: str | None
+    notes: list[str]
+    total_mentions: int
+
+
+class WatchOut(BaseModel):
+    name: str
+    terms: list[str]
+    competitor: bool
+
+
+def invalid(param: str, msg: str, value: Any = None) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors, so clients parse one format."""
+    return HTTPException(422, [{"type": "value_error", "loc": ["query", param], "msg": msg, "input": value}])
+
+
+def _utc(value: datetime | None, param: str) -> datetime | None:
+    """Naive → UTC, aware → converted; a date that falls off the calendar in UTC is a 422, not a crash."""
+    if value is None:
+        return None
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise invalid(param, "date is out of range", value.isoformat()) from None
 
 
 def create_app(store: Store, config: Config, *, token: str | None = None) -> FastAPI:
@@ -83,17 +182,34 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     auth = [Depends(require_token)]
+    unauthorized: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem, "description": "Token required (when the server was started with one)"}
+    }
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "schema": store.schema_revision()}
 
-    @app.get("/api/mentions", dependencies=auth, summary="Search mentions")
+    @app.get(
+        "/api/mentions",
+        dependencies=auth,
+        summary="Search mentions",
+        response_model=None,
+        responses={
+            **unauthorized,
+            200: {
+                "model": MentionPage,
+                "description": "One page. csv/ndjson carry the next page token in the X-Next-After header.",
+                "content": {media: {"schema": {"type": "string"}} for media in ("application/x-ndjson", "text/csv")},
+                "headers": {"X-Next-After": {"schema": {"type": "string"}, "description": "next page token"}},
+            },
+        },
+    )
     def list_mentions(
         q: Annotated[str | None, Query(max_length=500, description='Words, "phrases", OR, -exclusions')] = None,
-        source: Annotated[list[str] | None, Query()] = None,
-        kind: Annotated[list[str] | None, Query()] = None,
-        watch: Annotated[list[str] | None, Query()] = None,
+        source: Annotated[list[Name] | None, Query()] = None,
+        kind: Annotated[list[Kind] | None, Query()] = None,
+        watch: Annotated[list[Name] | None, Query()] = None,
         competitor: Annotated[bool | None, Query(description="Only mentions of competitor watch queries")] = None,
         topic: Annotated[str | None, Query(max_length=100)] = None,
         intent: Annotated[str | None, Query(max_length=50)] = None,
@@ -103,28 +219,28 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
         canonical_only: bool = False,
         semantic: Annotated[str | None, Query(max_length=1000, description="Rank by similarity to this text")] = None,
         min_score: Annotated[float | None, Query(description="Minimum engagement (votes/points)")] = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: When | None = None,
+        until: When | None = None,
         sort: Sort = Sort.newest,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        after: Annotated[str | None, Query(max_length=2000)] = None,
+        after: Annotated[
+            str | None, Query(max_length=2000, pattern=CURSOR_PATTERN, description="next_after of the previous page")
+        ] = None,
         format: Format = Format.json,
     ) -> Response:
-        for k in kind or []:
-            if k not in SOURCE_KINDS:
-                raise HTTPException(422, f"unknown kind {k!r}; expected one of {', '.join(SOURCE_KINDS)}")
+        since, until = _utc(since, "since"), _utc(until, "until")
         if since and until and since >= until:
-            raise HTTPException(422, "since must be before until")
+            raise invalid("until", "since must be before until", until.isoformat())
         watches = list(watch or [])
         if competitor is not None:
             chosen = [w.name for w in config.watches if w.competitor == competitor]
             watches = [w for w in watches if w in chosen] if watches else chosen
             if not watches:
-                return JSONResponse({"items": [], "next_after": None})
+                return _page_response([], None, format)
         query = MentionQuery(
             text=q or None,
             sources=tuple(source or ()),
-            kinds=tuple(kind or ()),
+            kinds=tuple(k.value for k in kind or ()),
             watches=tuple(watches),
             since=since,
             until=until,
@@ -142,127 +258,90 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
         try:
             page = run_query(store, query)
         except ValueError as exc:  # bad query syntax or page token
-            raise HTTPException(422, str(exc)) from None
+            bad_cursor = "cursor" in str(exc)
+            raise invalid("after" if bad_cursor else "q", str(exc), after if bad_cursor else q) from None
         items = [i for i in page.items if min_score is None or (i.mention.score or 0) >= min_score]
         rows = rows_with_sentiment(store, items)
-        if format is not Format.json:
-            buf = io.StringIO()
-            write_rows(rows, format.value, buf, header=True)
-            media = "application/x-ndjson" if format is Format.ndjson else "text/csv; charset=utf-8"
-            return Response(buf.getvalue(), media_type=media, headers=_next_header(page))
-        enrich = store.enrichments_for([r["id"] for r in rows]) if rows else {}
-        for r in rows:
-            r["enrichments"] = enrich.get(r["id"], {})
-        return JSONResponse({"items": json.loads(json.dumps(rows, default=str)), "next_after": page.next_after})
+        if format is Format.json:
+            enrich = store.enrichments_for([r["id"] for r in rows]) if rows else {}
+            for r in rows:
+                r["enrichments"] = enrich.get(r["id"], {})
+        return _page_response(rows, page.next_after, format)
 
-    @app.get("/api/mentions/{mention_id}", dependencies=auth, summary="One mention with enrichments and thread")
-    def get_mention(mention_id: str) -> dict[str, Any]:
+    @app.get(
+        "/api/mentions/{mention_id}",
+        dependencies=auth,
+        summary="One mention with enrichments and thread",
+        response_model=MentionDetail,
+        responses={**unauthorized, 404: {"model": Problem, "description": "No mention with this id"}},
+    )
+    def get_mention(mention_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
         m = store.get_mention(mention_id)
         if m is None:
             raise HTTPException(404, f"no mention {mention_id!r}")
         data = m.to_dict()
         data["enrichments"] = store.enrichments_for([mention_id]).get(mention_id, {})
-        thread: list[dict[str, Any]] = []
-        if m.thread_id:
-            for other in store.search(None, sources=[m.source], limit=200).items:
-                if other.mention.thread_id == m.thread_id and other.id != mention_id:
-                    thread.append(
-                        {
-                            "id": other.id,
-                            "author": other.mention.author,
-                            "text": other.mention.text[:500],
-                            "created_at": other.mention.created_at.isoformat(),
-                            "url": other.mention.url,
-                        }
-                    )
-        data["thread"] = thread
-        return json.loads(json.dumps(data, default=str))
+        data["thread"] = [
+            {
+                "id": other.id,
+                "author": other.mention.author,
+                "text": other.mention.text[:500],
+                "created_at": other.mention.created_at,
+                "url": other.mention.url,
+            }
+            for other in thread_of(store, m)
+        ]
+        return data
 
-    @app.get("/api/stats", dependencies=auth, summary="Counts over time, bucketed and grouped")
+    @app.get(
+        "/api/stats",
+        dependencies=auth,
+        summary="Counts over time, bucketed and grouped",
+        response_model=Stats,
+        responses=unauthorized,
+    )
     def stats(
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: When | None = None,
+        until: When | None = None,
         bucket: Bucket = Bucket.day,
         group_by: GroupBy = GroupBy.none,
-        source: Annotated[list[str] | None, Query()] = None,
-        watch: Annotated[list[str] | None, Query()] = None,
+        source: Annotated[list[Name] | None, Query()] = None,
+        watch: Annotated[list[Name] | None, Query()] = None,
     ) -> dict[str, Any]:
-        end = until or datetime.now(UTC)
-        start = since or end - timedelta(days=30)
+        end = _utc(until, "until") or datetime.now(UTC)
+        try:
+            start = _utc(since, "since") or end - timedelta(days=30)
+        except OverflowError:
+            raise invalid("until", "date is out of range", end.isoformat()) from None
         if start >= end:
-            raise HTTPException(422, "since must be before until")
-        if (end - start) > timedelta(days=800) and bucket is Bucket.hour:
-            raise HTTPException(422, "hourly buckets over more than 800 days are too many; use day or week")
-        mentions = [
-            m for m in store.mentions_between(start, end, watches=watch or ()) if not source or m.source in source
-        ]
-        labels: dict[str, str | None] = {}
-        if group_by is GroupBy.sentiment and mentions:
-            found = store.enrichments_for([m.id for m in mentions], stage="sentiment")
-            labels = {k: (v.get("sentiment") or {}).get("label") for k, v in found.items()}
-        counts: Counter[tuple[str, str]] = Counter()
-        for m in mentions:
-            key = _bucket_start(m.created_at, bucket).isoformat()
-            if group_by is GroupBy.watch:
-                for w in m.matched or ("(none)",):
-                    counts[(key, w)] += 1
-                continue
-            group = {
-                GroupBy.none: "all",
-                GroupBy.source: m.source,
-                GroupBy.kind: m.kind,
-                GroupBy.sentiment: labels.get(m.id) or "unknown",
-            }[group_by]
-            counts[(key, group)] += 1
-        series: dict[str, dict[str, int]] = {}
-        for (key, group), n in sorted(counts.items()):
-            series.setdefault(group, {})[key] = n
+            raise invalid("until", "since must be before until", end.isoformat())
+        try:
+            total, series = volume(store, start, end, bucket.value, group_by.value, source or (), watch or ())
+        except ValueError as exc:  # too many buckets
+            raise invalid("bucket", str(exc), bucket.value) from None
         return {
-            "since": start.isoformat(),
-            "until": end.isoformat(),
+            "since": start,
+            "until": end,
             "bucket": bucket.value,
             "group_by": group_by.value,
-            "total": len(mentions),
+            "total": total,
             "series": series,
         }
 
-    @app.get("/api/sources", dependencies=auth, summary="Sources and their health")
+    @app.get("/api/sources", dependencies=auth, summary="Sources and their health", response_model=list[SourceOut],
+             responses=unauthorized)  # fmt: skip
     def sources() -> list[dict[str, Any]]:
         states = {s.source: s for s in store.source_states()}
         out = []
         for s in config.sources:
             st = states.get(s.name)
-            out.append(
-                {
-                    "name": s.name,
-                    "kind": s.kind,
-                    "enabled": s.enabled,
-                    "every": s.every.total_seconds(),
-                    "cron": s.cron,
-                    "last_success_at": st.last_success_at.isoformat() if st and st.last_success_at else None,
-                    "consecutive_failures": st.consecutive_failures if st else 0,
-                    "last_error": st.last_error if st else None,
-                    "notes": list(st.notes) if st else [],
-                    "total_mentions": st.total_mentions if st else 0,
-                }
-            )
-        for name, st in states.items():
-            if all(s.name != name for s in config.sources):
-                out.append(
-                    {
-                        "name": name,
-                        "kind": None,
-                        "enabled": False,
-                        "consecutive_failures": st.consecutive_failures,
-                        "last_error": st.last_error,
-                        "total_mentions": st.total_mentions,
-                        "notes": list(st.notes),
-                        "last_success_at": st.last_success_at.isoformat() if st.last_success_at else None,
-                    }
-                )
+            out.append(_source_row(s.name, s.kind, s.enabled, s.every.total_seconds(), s.cron, st))
+        out += [_source_row(name, None, False, None, None, st) for name, st in states.items()
+                if all(s.name != name for s in config.sources)]  # fmt: skip
         return out
 
-    @app.get("/api/watches", dependencies=auth, summary="Configured watch queries")
+    @app.get("/api/watches", dependencies=auth, summary="Configured watch queries", response_model=list[WatchOut],
+             responses=unauthorized)  # fmt: skip
     def watches() -> list[dict[str, Any]]:
         return [{"name": w.name, "terms": list(w.terms), "competitor": w.competitor} for w in config.watches]
 
@@ -272,5 +351,29 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
     return app
 
 
-def _next_header(page: SearchPage) -> dict[str, str]:
-    return {"X-Next-After": page.next_after} if page.next_after else {}
+def _source_row(
+    name: str, kind: str | None, enabled: bool, every: float | None, cron: str | None, st: SourceState | None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "enabled": enabled,
+        "every": every,
+        "cron": cron,
+        "last_success_at": st.last_success_at if st else None,
+        "consecutive_failures": st.consecutive_failures if st else 0,
+        "last_error": st.last_error if st else None,
+        "notes": list(st.notes) if st else [],
+        "total_mentions": st.total_mentions if st else 0,
+    }
+
+
+def _page_response(rows: list[dict[str, Any]], next_after: str | None, format: Format) -> Response:
+    headers = {"X-Next-After": next_after} if next_after else {}
+    if format is Format.json:
+        body = json.dumps({"items": rows, "next_after": next_after}, ensure_ascii=False, default=str)
+        return Response(body, media_type="application/json", headers=headers)
+    buf = io.StringIO()
+    write_rows(rows, format.value, buf, header=True)
+    media = "application/x-ndjson" if format is Format.ndjson else "text/csv; charset=utf-8"
+    return Response(buf.getvalue(), media_type=media, headers=headers)

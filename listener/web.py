@@ -1,18 +1,20 @@
 """A small server-rendered web UI over the same store: search with filters, a mention, source health.
 
-No JavaScript framework and no external assets: HTML + inline CSS, a server-drawn SVG chart of
-volume by sentiment, readable on a laptop and a phone. Jinja2 autoescapes every piece of user content,
-and only http(s) links become hrefs.
+No JavaScript and no external assets: HTML + inline CSS, a server-drawn SVG chart of volume by
+sentiment, readable on a laptop and a phone. Jinja2 autoescapes every piece of user content, and
+only http(s) links become hrefs. Search goes through `run_query`, like the API and the CLI.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.params import Depends
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -22,6 +24,7 @@ from listener.config import Config
 from listener.context import parse_when
 from listener.digest import safe_url
 from listener.errors import UsageError
+from listener.query import MentionQuery, run_query, thread_of, volume
 from storage import Store
 
 TEMPLATES = Environment(
@@ -30,50 +33,98 @@ TEMPLATES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-SENTIMENT_COLOURS = {"positive": "#2e7d32", "neutral": "#9e9e9e", "negative": "#c62828", "unknown": "#d7ccc8"}
+SENTIMENT_COLOURS = {"negative": "#c62828", "neutral": "#8c959f", "positive": "#2e7d32", "unknown": "#d0c4bc"}
+BAR_COLOURS = {**SENTIMENT_COLOURS, "all": "#54aeff"}
+PERIODS = ("24h", "7d", "30d", "90d", "365d")
+SORTS = ("newest", "relevance", "engagement")
+PAGE = 50
+CHART_DAYS = 60
+CHART_SPLIT_MAX = 20_000
+"""Above this many mentions in the chart's window, bars are plain volume: the sentiment split reads every row."""
+CHART_TTL_S = 60.0
+"""The chart counts a whole period; it is recomputed at most once a minute per (period, watch, source)."""
 
 
 def highlight(snippet: str | None, fallback: str) -> Markup:
     """Storage marks FTS matches with [brackets]; escape everything, then turn the marks into <mark>."""
     if not snippet:
-        return Markup(escape(fallback[:400]))
+        text = fallback if len(fallback) <= 400 else fallback[:400].rsplit(" ", 1)[0] + " …"
+        return Markup(escape(text))
     out = str(escape(snippet)).replace("[", "<mark>").replace("]", "</mark>")
     return Markup(out)
 
 
-def volume_chart(days: list[str], series: dict[str, Counter[str]], width: int = 640, height: int = 120) -> Markup:
-    """Stacked bars per day by sentiment, as inline SVG (no JS, no external hosting)."""
-    totals = [sum(series[s][d] for s in series) for d in days]
+def volume_chart(days: Sequence[str], series: dict[str, dict[str, int]], width: int = 640, height: int = 120) -> Markup:
+    """Stacked bars per day by sentiment, as inline SVG (no JS). Day labels are HTML, so they stay readable."""
+    totals = [sum(series[s].get(d, 0) for s in series) for d in days]
     peak = max(totals, default=0) or 1
     bar = width / max(len(days), 1)
     parts = [
-        f'<svg viewBox="0 0 {width} {height + 16}" width="100%" role="img" aria-label="mentions per day by sentiment">'
+        f'<svg viewBox="0 0 {width} {height}" width="100%" height="{height}" preserveAspectRatio="none" '
+        f'role="img" aria-label="mentions per day by sentiment">'
     ]
     for i, day in enumerate(days):
         y = float(height)
-        for label in ("negative", "neutral", "positive", "unknown"):
-            n = series.get(label, Counter())[day]
+        for label in ("negative", "neutral", "positive", "unknown", "all"):
+            n = series.get(label, {}).get(day, 0)
             if not n:
                 continue
-            h = n / peak * height
+            h = n / peak * (height - 4)
             y -= h
             parts.append(
-                f'<rect x="{i * bar + 1:.1f}" y="{y:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" '
-                f'fill="{SENTIMENT_COLOURS[label]}"><title>{escape(day)}: {n} {label}</title></rect>'
-            )
-        if len(days) <= 16 or i % max(len(days) // 8, 1) == 0:
-            parts.append(
-                f'<text x="{i * bar + bar / 2:.1f}" y="{height + 12}" font-size="9" text-anchor="middle">'
-                f"{escape(day[5:])}</text>"
+                f'<rect x="{i * bar + bar * 0.1:.1f}" y="{y:.1f}" width="{bar * 0.8:.1f}" height="{h:.1f}" '
+                f'fill="{BAR_COLOURS[label]}"><title>{escape(day)}: {n} {label}</title></rect>'
             )
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
+class _ChartCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: dict[tuple[Any, ...], tuple[float, Any]] = {}
+
+    def get(self, key: tuple[Any, ...], compute: Any) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._data.get(key)
+            if hit and now - hit[0] < CHART_TTL_S:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            if len(self._data) > 64:
+                self._data.clear()
+            self._data[key] = (now, value)
+        return value
+
+
+def _start(since: str) -> datetime | None:
+    try:
+        return parse_when(since or None)
+    except OverflowError:
+        raise UsageError(f"{since!r} is too far back") from None
+
+
 def mount_ui(app: FastAPI, store: Store, config: Config, auth: list[Depends]) -> None:
+    cache = _ChartCache()
+    sources = [s.name for s in config.sources] or sorted({s.source for s in store.source_states()})
+    watches = [w.name for w in config.watches]
+
     def render(name: str, **context: Any) -> HTMLResponse:
         template = TEMPLATES.get_template(name)
         return HTMLResponse(template.render(safe_url=safe_url, highlight=highlight, **context))
+
+    def chart(start: datetime, end: datetime, watch: str, source: str) -> dict[str, Any]:
+        first = max(start, end - timedelta(days=CHART_DAYS - 1))
+        first = first.replace(hour=0, minute=0, second=0, microsecond=0)
+        narrow = {"sources": [source] if source else (), "watches": [watch] if watch else ()}
+        total, raw = volume(store, first, end, "day", "none", **narrow)  # COUNTs only
+        split = 0 < total <= CHART_SPLIT_MAX
+        if split:
+            total, raw = volume(store, first, end, "day", "sentiment", **narrow)
+        series = {label: {k[:10]: n for k, n in counts.items()} for label, counts in raw.items()}
+        days = [(first + timedelta(days=d)).strftime("%Y-%m-%d") for d in range((end - first).days + 1)]
+        return {"svg": volume_chart(days, series), "total": total, "days": days, "split": split}
 
     @app.get("/", response_class=HTMLResponse, dependencies=auth, include_in_schema=False)
     def home(
@@ -87,64 +138,72 @@ def mount_ui(app: FastAPI, store: Store, config: Config, auth: list[Depends]) ->
         after: str | None = None,
     ) -> HTMLResponse:
         error = None
-        try:
-            start = parse_when(since or None)
-        except UsageError as exc:
-            start, error = None, str(exc)
         items: list[Any] = []
         next_after = None
-        if error is None:
-            try:
-                page = store.search(
-                    q or None,
-                    sources=[source] if source else (),
-                    watches=[watch] if watch else (),
+        start = None
+        try:
+            start = _start(since)
+            page = run_query(
+                store,
+                MentionQuery(
+                    text=q.strip() or None,
+                    sources=(source,) if source else (),
+                    watches=(watch,) if watch else (),
                     since=start,
-                    limit=50,
-                    after=after,
-                    sort=sort if sort in ("newest", "relevance", "engagement") else "newest",
-                )
-                items, next_after = page.items, page.next_after
-            except ValueError as exc:
-                error = str(exc)
+                    sort=sort if sort in SORTS else "newest",
+                    limit=PAGE,
+                    after=after or None,
+                    sentiment=sentiment if sentiment in SENTIMENT_COLOURS else None,
+                ),
+            )
+            items, next_after = page.items, page.next_after
+        except (UsageError, ValueError) as exc:
+            error = str(exc)
         labels = store.enrichments_for([i.id for i in items], stage="sentiment") if items else {}
         rows = [(i, (labels.get(i.id, {}).get("sentiment") or {}).get("label")) for i in items]
-        if sentiment:
-            rows = [(i, s) for i, s in rows if s == sentiment]
         end = datetime.now(UTC)
         chart_start = start or end - timedelta(days=30)
-        chart_mentions = store.mentions_between(chart_start, end, watches=[watch] if watch else (), limit=20000)
-        chart_labels = (
-            store.enrichments_for([m.id for m in chart_mentions], stage="sentiment") if chart_mentions else {}
-        )
-        days = [(chart_start + timedelta(days=d)).strftime("%Y-%m-%d") for d in range((end - chart_start).days + 1)][
-            -60:
-        ]
-        series: dict[str, Counter[str]] = {}
-        for m in chart_mentions:
-            label = (chart_labels.get(m.id, {}).get("sentiment") or {}).get("label") or "unknown"
-            series.setdefault(label, Counter())[m.created_at.strftime("%Y-%m-%d")] += 1
+        volume_data = cache.get((since, watch, source), lambda: chart(chart_start, end, watch, source))
         params = {"q": q, "source": source, "watch": watch, "since": since, "sentiment": sentiment, "sort": sort}
         return render(
             "index.html",
             rows=rows,
             error=error,
             params=params,
+            first_page=not after,
             next_after=next_after,
-            sources=[s.name for s in config.sources] or sorted({s.source for s in store.source_states()}),
-            watches=[w.name for w in config.watches],
-            chart=volume_chart(days, series),
+            sources=sources,
+            watches=watches,
+            periods=PERIODS if since in PERIODS or not since else (*PERIODS, since),
+            sorts=SORTS,
+            chart=volume_data,
             colours=SENTIMENT_COLOURS,
+            split_max=CHART_SPLIT_MAX,
         )
 
     @app.get("/m/{mention_id}", response_class=HTMLResponse, dependencies=auth, include_in_schema=False)
     def mention_page(mention_id: str) -> HTMLResponse:
         m = store.get_mention(mention_id)
         if m is None:
-            raise HTTPException(404, "no such mention")
+            page = render("not_found.html", message="No mention with this id (it may have been purged).")
+            page.status_code = 404
+            return page
         enrichments = store.enrichments_for([mention_id]).get(mention_id, {})
-        return render("mention.html", m=m, mention_id=mention_id, enrichments=enrichments)
+        label = (enrichments.get("sentiment") or {}).get("label")
+        return render(
+            "mention.html",
+            m=m,
+            mention_id=mention_id,
+            enrichments=enrichments,
+            label=label,
+            colours=SENTIMENT_COLOURS,
+            thread=thread_of(store, m, limit=20),
+        )
 
     @app.get("/sources", response_class=HTMLResponse, dependencies=auth, include_in_schema=False)
     def sources_page() -> HTMLResponse:
-        return render("sources.html", states=store.source_states(), configured={s.name: s for s in config.sources})
+        states = {s.source: s for s in store.source_states()}
+        configured = {s.name: s for s in config.sources}
+        names = [*configured, *sorted(n for n in states if n not in configured)]
+        rows = [(name, configured.get(name), states.get(name)) for name in names]
+        return render("sources.html", rows=rows)

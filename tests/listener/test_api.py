@@ -190,3 +190,137 @@ def test_label_filters(client: TestClient, store: Store) -> None:
     r = client.get("/api/mentions", params={"intent": "question"})
     assert [i["id"] for i in r.json()["items"]] == [items[1]["id"]]
     assert client.get("/api/mentions", params={"sentiment": "grumpy"}).status_code == 422
+
+
+# --- security and robustness ----------------------------------------------------------------------
+
+
+def test_every_route_is_read_only(client: TestClient, store: Store, config: Config) -> None:
+    spec = client.get("/api/openapi.json").json()
+    methods = {m for ops in spec["paths"].values() for m in ops}
+    assert methods == {"get"}, methods
+    app = create_app(store, config)
+    for route in app.routes:  # including the UI and docs routes the spec leaves out
+        assert set(getattr(route, "methods", None) or {"GET"}) <= {"GET", "HEAD"}, route
+    for method in ("post", "put", "patch", "delete"):
+        assert client.request(method, "/api/mentions").status_code == 405
+    before = store.count()
+    client.get("/api/mentions", params={"q": "acme; DROP TABLE mention; --"})
+    assert store.count() == before
+
+
+def test_page_size_is_capped(client: TestClient) -> None:
+    assert client.get("/api/mentions", params={"limit": 500}).status_code == 200
+    assert client.get("/api/mentions", params={"limit": 10**9}).status_code == 422
+    assert client.get("/api/mentions", params={"limit": -1}).status_code == 422
+    assert client.get("/api/mentions", params={"q": "x" * 501}).status_code == 422
+    assert client.get("/api/mentions", params={"after": "a" * 2001}).status_code == 422
+    ui = BeautifulSoup(client.get("/", params={"limit": 100000, "since": "30d"}).text, "html.parser")
+    assert 0 < len(ui.select("article.mention")) <= 50  # the UI has a fixed page size
+
+
+def test_token_by_header_or_cookie_only(store: Store, config: Config) -> None:
+    secret = "s" * 24
+    client = TestClient(create_app(store, config, token=secret))
+    assert client.get("/api/mentions", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    assert client.get("/api/mentions", headers={"Authorization": f"bearer {secret}"}).status_code == 200
+    browser = TestClient(create_app(store, config, token=secret), cookies={"listener_token": secret})
+    assert browser.get("/").status_code == 200 and browser.get("/api/stats").status_code == 200
+    wrong = TestClient(create_app(store, config, token=secret), cookies={"listener_token": "wrong"})
+    denied = [
+        client.get("/api/mentions", headers={"Authorization": f"Bearer {secret}x"}),
+        client.get("/api/mentions", headers={"Authorization": f"Basic {secret}"}),
+        client.get("/api/mentions", headers={"Authorization": secret}),
+        client.get("/api/mentions", params={"token": secret}),  # never in a URL (logs, history, referrers)
+        wrong.get("/m/anything"),
+        client.get("/sources"),
+        client.get("/api/sources"),
+        client.get("/api/watches"),
+    ]
+    assert [r.status_code for r in denied] == [401] * len(denied)
+    assert denied[0].headers["www-authenticate"] == "Bearer"
+    assert secret not in denied[0].text
+
+
+def test_every_page_escapes_what_it_shows(client: TestClient, store: Store) -> None:
+    run = store.start_run("forum")
+    store.finish_run(run, status="failed", new=0, duplicates=0, error='<img src=x onerror="alert(4)">')
+    hostile = client.get("/api/mentions", params={"q": "rocks"}).json()["items"][0]["id"]
+    pages = [
+        ("/", {"q": "acme", "since": "30d"}),
+        ("/?q=<script>alert(5)</script>", {}),
+        (f"/m/{hostile}", {}),
+        ("/sources", {}),
+        ("/", {"q": '"><svg onload=alert(6)>', "source": '"><b>x', "watch": "<u>", "sort": "<s>", "since": '"><i>'}),
+    ]
+    for path, params in pages:
+        r = client.get(path, params=params)
+        assert r.status_code == 200, path
+        soup = BeautifulSoup(r.text, "html.parser")
+        assert not soup.find_all(["script", "img", "iframe", "b", "u", "s"]), path
+        assert not [t for t in soup.find_all(True) if any(a.lower().startswith("on") for a in t.attrs)], path
+        assert not [
+            a for a in soup.find_all("a") if str(a.get("href", "")).strip().lower().startswith("javascript:")
+        ], path
+        assert r.headers["content-type"].startswith("text/html")
+    assert "&lt;img src=x onerror=" in client.get("/sources").text
+    assert "&lt;b onmouseover=" in client.get(f"/m/{hostile}").text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "2026-01-01T00:00:00", "until": "2026-02-01T00:00:00Z"},  # naive and aware together
+        {"since": "2026-01-01T00:00:00"},
+    ],
+)
+def test_naive_datetimes_are_utc_not_a_crash(client: TestClient, params: dict[str, str]) -> None:
+    assert client.get("/api/mentions", params=params).status_code == 200
+    assert client.get("/api/stats", params=params).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/mentions", {"since": "0001-01-01T00:00:00+14:00"}),
+        ("/api/stats", {"until": "0001-01-02T00:00:00Z"}),
+        ("/api/stats", {"since": "9999-12-31T23:00:00-05:00"}),
+        ("/api/mentions", {"after": "Zm9v"}),
+        ("/api/mentions", {"q": "-only"}),
+        ("/api/stats", {"bucket": "hour", "since": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
+    ],
+)
+def test_bad_values_are_422_in_one_shape(client: TestClient, path: str, params: dict[str, str]) -> None:
+    r = client.get(path, params=params)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, list) and {"loc", "msg", "type"} <= set(detail[0]), detail
+
+
+def test_ui_unknown_mention_is_an_html_404(client: TestClient) -> None:
+    r = client.get("/m/nope")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html") and "No mention" in r.text
+
+
+def test_ui_bad_period_is_explained(client: TestClient) -> None:
+    for since in ("99999999d", "0001-01-01T00:00+14:00", "soonish"):
+        r = client.get("/", params={"since": since})
+        assert r.status_code == 200 and BeautifulSoup(r.text, "html.parser").select_one(".error"), since
+
+
+def test_thread_and_stats_groupings(client: TestClient, store: Store) -> None:
+    stats = client.get("/api/stats", params={"group_by": "kind", "bucket": "week"}).json()
+    assert set(stats["series"]) == {"discourse", "hackernews"} and stats["total"] == 27
+    by_watch = client.get("/api/stats", params={"group_by": "watch", "source": "hn"}).json()
+    assert set(by_watch["series"]) == {"acme", "notably"} and by_watch["total"] == 1
+    hourly = client.get("/api/stats", params={"bucket": "hour", "since": (NOW - timedelta(hours=5)).isoformat()}).json()
+    assert hourly["total"] == 5 and sum(hourly["series"]["all"].values()) == 5
+    root = Mention(
+        "forum", "discourse", "t1", None, "Sync broken", "root post", "ann", NOW - timedelta(days=3), thread_id="t"
+    )
+    reply = Mention(
+        "forum", "discourse", "t1-2", None, None, "same here", "bob", NOW - timedelta(days=2), thread_id="t"
+    )
+    store.save_batch("forum", [root, reply], None)
+    thread = client.get(f"/api/mentions/{root.id}").json()["thread"]
+    assert [t["id"] for t in thread] == [reply.id] and thread[0]["text"] == "same here"
