@@ -62,7 +62,11 @@ class Pipeline:
         self.store = store
         self.http = http or make_http(config)
 
-    def run_source(self, source: SourceConfig, progress: ProgressFn | None = None) -> SourceRun:
+    def run_source(
+        self, source: SourceConfig, progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> SourceRun:
+        """Fetch one source. `should_stop` is asked between batches: a shutdown ends the run cleanly after
+        the last committed batch (status ok, note "interrupted"), never counted as a source failure."""
         result = SourceRun(source.name)
         started = time.monotonic()
         run_id = self.store.start_run(source.name)
@@ -70,6 +74,9 @@ class Pipeline:
             connector = connector_class(source.kind)(source, self.http, self.config.watches)
             cursor = self.store.get_cursor(source.name)
             for batch in connector.fetch(cursor):
+                if should_stop is not None and should_stop():
+                    result.notes.append("interrupted by shutdown; resumes from the last committed batch")
+                    break
                 result.fetched += len(batch.mentions)
                 kept = keep_matching(source, self.config, batch.mentions)
                 saved = self.store.save_batch(source.name, kept, batch.cursor, run_id=run_id)
@@ -82,9 +89,12 @@ class Pipeline:
                 if progress:
                     progress(source.name, result.fetched)
         except ListenerError as exc:
-            result.status = "partial" if result.new else "failed"
-            result.error = str(exc)
-            log.warning("source %s failed: %s", source.name, exc)
+            if should_stop is not None and should_stop():  # a wait cut short by shutdown is not a failure
+                result.notes.append(f"interrupted by shutdown: {exc}")
+            else:
+                result.status = "partial" if result.new else "failed"
+                result.error = str(exc)
+                log.warning("source %s failed: %s", source.name, exc)
         except Exception as exc:  # a connector bug must not take the other sources down
             result.status = "partial" if result.new else "failed"
             result.error = f"unexpected {exc.__class__.__name__}: {exc}"
