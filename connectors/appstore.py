@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import Connector, iso_time
+from connectors.base import Connector, iso_time, str_or_none
 from listener.errors import FetchError, ParseError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
 
@@ -79,7 +79,8 @@ def parse_appstore_feed(
         author_node = entry.get("author")
         author: Mapping[str, Any] = author_node if isinstance(author_node, Mapping) else {}
         link = entry.get("link")
-        href = (link or {}).get("attributes", {}).get("href") if isinstance(link, Mapping) else None
+        attributes = link.get("attributes") if isinstance(link, Mapping) else None
+        href = str_or_none(attributes.get("href")) if isinstance(attributes, Mapping) else None
         version = _label(entry.get("im:version"))
         extra: dict[str, Any] = {
             k: v

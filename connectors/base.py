@@ -126,6 +126,27 @@ def iso_time(value: Any) -> datetime | None:
         return None
 
 
+def str_or_none(value: Any) -> str | None:
+    """A non-empty JSON string, else None: a field of another type is dropped, never passed on into a Mention."""
+    return value if isinstance(value, str) and value else None
+
+
+def list_of(value: Any) -> list[Any]:
+    """A JSON array field, or [] when it is absent or of another type."""
+    return value if isinstance(value, list) else []
+
+
+def from_epoch(value: Any) -> datetime | None:
+    """Unix seconds → aware UTC datetime; None for non-integers and times datetime cannot represent."""
+    stamp = strict_int(value)
+    if stamp is None:
+        return None
+    try:
+        return datetime.fromtimestamp(stamp, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def strict_int(value: Any) -> int | None:
     """A JSON integer (not a bool, not a numeric string) or None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None

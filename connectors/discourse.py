@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from connectors.base import Connector, describe, iso_time, moved, strict_int
+from connectors.base import Connector, describe, iso_time, list_of, moved, str_or_none, strict_int
 from connectors.html import html_to_text
 from listener.errors import ParseError, SourceError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
@@ -59,7 +59,7 @@ def parse_search(payload: Any, *, source: str) -> tuple[list[dict[str, Any]], bo
         raise ParseError(source, f"expected a search result with 'topics'/'posts' but got {describe(payload)}")
     topics = {t["id"]: dict(t) for t in payload.get("topics") or []
               if isinstance(t, Mapping) and strict_int(t.get("id"))}
-    for post in payload.get("posts") or []:
+    for post in list_of(payload.get("posts")):
         # Topics listed separately from posts; a post may point at a topic missing from `topics`.
         if isinstance(post, Mapping) and strict_int(post.get("topic_id")) and post["topic_id"] not in topics:
             topics[post["topic_id"]] = {"id": post["topic_id"], "last_posted_at": post.get("created_at")}
@@ -71,7 +71,7 @@ def parse_search(payload: Any, *, source: str) -> tuple[list[dict[str, Any]], bo
 def _likes(post: Mapping[str, Any]) -> float | None:
     if isinstance(post.get("like_count"), int):
         return float(post["like_count"])
-    for action in post.get("actions_summary") or []:
+    for action in list_of(post.get("actions_summary")):
         if isinstance(action, Mapping) and action.get("id") == LIKE_ACTION and isinstance(action.get("count"), int):
             return float(action["count"])
     return None
@@ -102,7 +102,7 @@ def parse_discourse_posts(
             notes.append(f"skipped post {ident!r}: malformed or empty")
         else:
             mentions.append(mention)
-    ids = [i for i in stream.get("stream") or [] if strict_int(i) is not None]
+    ids = [i for i in list_of(stream.get("stream")) if strict_int(i) is not None]
     return mentions, ids, notes
 
 
@@ -118,11 +118,11 @@ def _post_to_mention(
         return None
     if post.get("post_type") == SMALL_ACTION:  # "closed", "pinned", "split": forum events, not customer words
         return None
-    cooked = post.get("cooked") or post.get("raw") or ""
+    cooked = str_or_none(post.get("cooked")) or str_or_none(post.get("raw")) or ""
     text = html_to_text(cooked) or " ".join(dict.fromkeys(_MEDIA.findall(cooked)))  # image/video-only posts
     if not text and number != 1:
         return None
-    slug = post.get("topic_slug") or info.get("slug") or "-"
+    slug = str_or_none(post.get("topic_slug")) or str_or_none(info.get("slug")) or "-"
     reply_to = strict_int(post.get("reply_to_post_number"))
     extra: dict[str, Any] = {"post_number": number}
     if reply_to:
@@ -146,7 +146,7 @@ def _post_to_mention(
         url=f"{base_url}/t/{slug}/{topic_id}/{number}",
         title=title if number == 1 else None,
         text=text,
-        author=post.get("username") or None,
+        author=str_or_none(post.get("username")),
         created_at=created,
         fetched_at=fetched_at,
         thread_id=str(topic_id),

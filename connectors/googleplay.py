@@ -26,6 +26,8 @@ from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
 
 DEFAULT_BASE = "https://play.google.com"
 SEEN_LIMIT = 2000
+MAX_EPOCH = 253402300800
+"""Seconds of 10000-01-01: a larger "timestamp" is not one (and datetime cannot represent it)."""
 _BLOCK_START = re.compile(r"AF_initDataCallback\s*\(\s*\{\s*key\s*:\s*'([^']+)'")
 # 2019 layout: data:function(){return [...]}});   current layout: data:[...], sideChannel: {}});
 _IS_ERROR = re.compile(r"\s*,\s*isError\s*:\s*true")
@@ -55,7 +57,7 @@ def extract_data_blocks(html: str) -> tuple[dict[str, Any], list[str]]:
 
 
 def _is_timestamp(value: Any) -> bool:
-    return isinstance(value, list) and len(value) >= 1 and isinstance(value[0], int) and value[0] > 0
+    return isinstance(value, list) and len(value) >= 1 and isinstance(value[0], int) and 0 < value[0] < MAX_EPOCH
 
 
 def _looks_like_review(node: Any) -> bool:

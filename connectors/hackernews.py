@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import Connector, describe, iso_time, time_batches
+from connectors.base import Connector, describe, from_epoch, iso_time, list_of, str_or_none, time_batches
 from connectors.html import html_to_text
 from listener.errors import ParseError, SourceError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
@@ -43,10 +43,7 @@ def _str_id(value: Any) -> str | None:
 
 
 def _hit_time(hit: Mapping[str, Any]) -> datetime | None:
-    stamp = _int(hit.get("created_at_i"))
-    if stamp is not None:
-        return datetime.fromtimestamp(stamp, UTC)
-    return iso_time(hit.get("created_at"))
+    return from_epoch(_int(hit.get("created_at_i"))) or iso_time(hit.get("created_at"))
 
 
 def parse_algolia_hits(
@@ -75,7 +72,7 @@ def _hit_to_mention(hit: Any, *, source: str, kind: str, fetched_at: datetime) -
     created = _hit_time(hit)
     if native is None or created is None:
         return None
-    tags = [t for t in hit.get("_tags") or [] if isinstance(t, str)]
+    tags = [t for t in list_of(hit.get("_tags")) if isinstance(t, str)]
     is_comment = "comment" in tags or hit.get("comment_text") is not None
     story_id = _str_id(hit.get("story_id"))
     extra: dict[str, Any] = {"type": "comment" if is_comment else "story"}
@@ -103,7 +100,7 @@ def _hit_to_mention(hit: Any, *, source: str, kind: str, fetched_at: datetime) -
         url=ITEM_URL.format(native),
         title=title,
         text=text,
-        author=hit.get("author") or None,
+        author=str_or_none(hit.get("author")),
         created_at=created,
         fetched_at=fetched_at,
         thread_id=thread_id,

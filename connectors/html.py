@@ -17,8 +17,8 @@ def html_to_text(fragment: str | None) -> str:
 
     Plain text passes through unchanged apart from whitespace folding, so callers need not know which they have.
     """
-    if not fragment:
-        return ""
+    if not isinstance(fragment, str) or not fragment:
+        return ""  # a payload field of another type (number, list, object) has no text
     if "<" not in fragment and "&" not in fragment:
         return _fold(fragment)
     with warnings.catch_warnings():

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import Connector, describe, iso_time, str_list, strict_int, time_batches
+from connectors.base import Connector, describe, iso_time, list_of, str_list, str_or_none, strict_int, time_batches
 from listener.errors import ParseError, SourceError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
 
@@ -51,7 +51,7 @@ def _post_view(view: Any, *, source: str, kind: str, base_url: str, fetched_at: 
                                ("nsfw", post.get("nsfw") or None), ("type", "post")) if v}
     return Mention(
         source=source, kind=kind, native_id=f"post/{post_id}",
-        url=post.get("ap_id") or f"{base_url}/post/{post_id}",
+        url=str_or_none(post.get("ap_id")) or f"{base_url}/post/{post_id}",
         title=title, text=str(post.get("body") or "").strip(), author=_handle(view.get("creator")),
         created_at=created, fetched_at=fetched_at, thread_id=f"post/{post_id}", parent_id=None,
         score=float(counts["score"]) if strict_int(counts.get("score")) is not None else None,
@@ -76,7 +76,7 @@ def _comment_view(view: Any, *, source: str, kind: str, base_url: str, fetched_a
                                ("type", "comment")) if v}
     return Mention(
         source=source, kind=kind, native_id=f"comment/{comment_id}",
-        url=comment.get("ap_id") or f"{base_url}/comment/{comment_id}",
+        url=str_or_none(comment.get("ap_id")) or f"{base_url}/comment/{comment_id}",
         title=None, text=text, author=_handle(view.get("creator")),
         created_at=created, fetched_at=fetched_at, thread_id=f"post/{post_id}",
         parent_id=f"comment/{parent}" if parent != "0" else f"post/{post_id}",
@@ -97,7 +97,7 @@ def parse_lemmy(
     mentions: list[Mention] = []
     notes: list[str] = []
     for key, parse in (("posts", _post_view), ("comments", _comment_view)):
-        for view in payload.get(key) or []:
+        for view in list_of(payload.get(key)):
             mention = parse(view, source=source, kind=kind, base_url=base_url, fetched_at=now)
             if mention is not None:
                 mentions.append(mention)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from connectors.base import Connector, describe, iso_time, moved, str_list
+from connectors.base import Connector, describe, iso_time, list_of, moved, str_list, str_or_none
 from connectors.html import html_to_text
 from listener.errors import ParseError, SourceError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
@@ -44,7 +44,7 @@ def parse_status(status: Any, *, source: str, instance: str, kind: str = "mastod
         return None
     text = html_to_text(status.get("content"))
     if not text:  # media-only posts: their alt texts are what people wrote
-        media = status.get("media_attachments") or []
+        media = list_of(status.get("media_attachments"))
         text = "\n".join(str(m.get("description") or m.get("url") or "") for m in media if isinstance(m, Mapping))
     warning = str(status.get("spoiler_text") or "").strip()
     if not text.strip() and not warning:
@@ -52,7 +52,7 @@ def parse_status(status: Any, *, source: str, instance: str, kind: str = "mastod
     account = status.get("account") if isinstance(status.get("account"), Mapping) else {}
     acct = str(account.get("acct") or "")
     author = (acct if "@" in acct else f"{acct}@{instance}") if acct else None
-    tags = [t.get("name") for t in status.get("tags") or [] if isinstance(t, Mapping) and t.get("name")]
+    tags = [t.get("name") for t in list_of(status.get("tags")) if isinstance(t, Mapping) and t.get("name")]
     extra = {k: v for k, v in (("tags", tags[:20]), ("reblogs", status.get("reblogs_count")),
                                ("content_warning", warning), ("visibility", status.get("visibility")),
                                ("edited_at", status.get("edited_at"))) if v not in (None, "", [])}
@@ -62,7 +62,7 @@ def parse_status(status: Any, *, source: str, instance: str, kind: str = "mastod
         source=source,
         kind=kind,
         native_id=status_id,
-        url=status.get("url") or status.get("uri"),
+        url=str_or_none(status.get("url")) or str_or_none(status.get("uri")),
         title=warning or None,
         text=text.strip(),
         author=author,
@@ -71,7 +71,7 @@ def parse_status(status: Any, *, source: str, instance: str, kind: str = "mastod
         parent_id=reply_to if isinstance(reply_to, str) and reply_to else None,
         score=float(favourites) if isinstance(favourites, int) else None,
         comments=status.get("replies_count") if isinstance(status.get("replies_count"), int) else None,
-        language=status.get("language") or None,
+        language=str_or_none(status.get("language")),
         extra=extra,
         raw=cap_raw(status),
     )

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import Connector, describe, strict_int, time_batches
+from connectors.base import Connector, describe, from_epoch, list_of, strict_int, time_batches
 from connectors.html import html_to_text
 from listener.errors import ParseError, SourceError
 from listener.types import Batch, Cursor, Mention, cap_raw, utcnow
@@ -29,8 +29,7 @@ BATCH_SIZE = 100
 
 
 def _when(value: Any) -> datetime | None:
-    stamp = strict_int(value)
-    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+    return from_epoch(value)
 
 
 def site_url(site: str) -> str:
@@ -74,7 +73,7 @@ def _post(item: Mapping[str, Any], *, source: str, kind: str, site: str, fetched
             extra["question_title"] = html_to_text(question["title"])
         url = link or f"{base}/a/{native}"
     else:
-        extra.update(tags=list(item.get("tags") or [])[:20], is_answered=bool(item.get("is_answered")))
+        extra.update(tags=[str(t) for t in list_of(item.get("tags"))][:20], is_answered=bool(item.get("is_answered")))
         if strict_int(item.get("accepted_answer_id")) is not None:
             extra["accepted_answer_id"] = str(item["accepted_answer_id"])
         if strict_int(item.get("view_count")) is not None:
@@ -114,7 +113,7 @@ def parse_questions(payload: Any, *, source: str, site: str, kind: str = "stacke
             notes.append(f"skipped question {_ident(item, 'question_id')}: malformed or empty")
             continue
         mentions.append(question)
-        for answer in item.get("answers") or []:
+        for answer in list_of(item.get("answers")):
             parsed = _post(answer, source=source, kind=kind, site=site, fetched_at=now, question=item) \
                 if isinstance(answer, Mapping) else None
             if parsed is None:

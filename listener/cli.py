@@ -263,11 +263,13 @@ def db_check(typer_ctx: typer.Context) -> None:
 
 
 def _register_more() -> None:
-    from listener import cli_digest, cli_insight, cli_model, cli_query, cli_serve
+    from listener import cli_admin, cli_daemon, cli_digest, cli_insight, cli_model, cli_query, cli_serve
 
     cli_query.register(app)
     cli_digest.register(app)
     cli_insight.register(app)
+    cli_daemon.register(app)
+    cli_admin.register(app)
     cli_model.register(app)
     cli_serve.register(app)
 

@@ -75,6 +75,8 @@ class SourceConfig:
     rate: float | None = None
     """Requests per second to this source's host; None = the connector's documented default."""
     enabled: bool = True
+    retain: timedelta | None = None
+    """Delete this source's mentions older than this (data retention); None = keep (or [listener] retain)."""
 
     def param(self, key: str, default: Any = None) -> Any:
         value = self.params.get(key, default)
@@ -96,6 +98,8 @@ class Config:
     storage_url: str | None = None
     contact: str | None = None
     timezone: str = "UTC"
+    retain: timedelta | None = None
+    """Global retention for mentions; a source's own `retain` wins."""
     sections: dict[str, Any] = field(default_factory=dict)
     """Raw tables for surfaces configured elsewhere (topics, digest, alerts, daemon, api)."""
 
@@ -172,6 +176,7 @@ def _parse_source(i: int, raw: Any, path: str) -> SourceConfig:
         match=match,
         rate=float(rate) if rate is not None else None,
         enabled=bool(raw.get("enabled", True)),
+        retain=_duration(raw, "retain", timedelta(0), path=path, where=where) or None,
     )
 
 
@@ -222,6 +227,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
         storage_url=storage_url,
         contact=general.get("contact"),
         timezone=str(general.get("timezone", "UTC")),
+        retain=_duration(general, "retain", timedelta(0), path=path, where="listener") or None,
         sections=sections,
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import random
 import threading
 import time
@@ -30,9 +31,15 @@ from protego import Protego
 from listener import __version__
 from listener.errors import FetchError, RateLimited
 
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+SAFE_ACROSS_ORIGINS = frozenset({"accept", "accept-language", "if-none-match", "if-modified-since"})
+"""The only request headers kept when a redirect leaves the origin: every other one may carry a credential
+(Authorization, Cookie, Discourse's Api-Key/Api-Username, any future connector's own auth header)."""
 RETRY_STATUSES = frozenset({408, 425, 429, *range(500, 600)} - {501, 505})
 """Worth another try: timeouts, rate limits and server-side trouble (not "not implemented"/"version")."""
+# httpcore's DEBUG trace logs response headers verbatim: a server that echoes Authorization back would put
+# the token into our logs. Its INFO and above carry no headers.
+logging.getLogger("httpcore").setLevel(logging.INFO)
+
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_RATE = 1.0
 MAX_REDIRECTS = 5
@@ -289,7 +296,7 @@ class HttpClient:
                     if urlsplit(current).scheme == "https" and urlsplit(target).scheme != "https":
                         raise FetchError(current, f"refused redirect from https to {urlsplit(target).scheme}: {target}")
                     if urlsplit(target)[:2] != urlsplit(current)[:2]:  # another origin: never forward credentials
-                        headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+                        headers = {k: v for k, v in headers.items() if k.lower() in SAFE_ACROSS_ORIGINS}
                     current, params = target, None
                     continue
                 body = b""

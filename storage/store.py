@@ -161,6 +161,12 @@ class Store:
     def start_run(self, source: str) -> int:
         now = utcnow()
         with self._tx(f"start run of source {source!r}", write=True) as conn:
+            # A run still "running" was cut short (SIGKILL, power loss): its batches are committed, its end is not.
+            conn.execute(
+                sa.update(run)
+                .where(run.c.source == source, run.c.status == "running")
+                .values(status="failed", finished_at=now, error="interrupted: the process ended during the run")
+            )
             values = {"source": source, "started_at": now, "status": "running", "new": 0, "duplicates": 0}
             result = conn.execute(sa.insert(run).values(**values, updated=0, notes=[]))
             ingest.ensure_source(conn, source, {"last_run_at": now}, {"last_run_at": now})
