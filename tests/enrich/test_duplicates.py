@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from enrich.duplicates import DuplicateIndex, DuplicateStage, canonical_members, jaccard, minhash, normalise_for_hash
-from listener.types import Mention, utcnow
+from listener.types import utcnow
 from storage import Store
-
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
-
-
-def mention(n: int, text: str, minutes: int | None = None, source: str = "t", when: datetime = T0) -> Mention:
-    return Mention(
-        source=source,
-        kind="reviews",
-        native_id=f"m{n}",
-        url=None,
-        title=None,
-        text=text,
-        author=None,
-        created_at=when + timedelta(minutes=n if minutes is None else minutes),
-    )
+from tests.enrich.helpers import T0, appstore_reviews, mention
 
 
 def reviews(corpora: Path) -> dict[str, str]:
-    feed = json.loads((corpora / "appstore_reviews/customerreviews_id1321994487_us.json").read_text())["feed"]["entry"]
-    return {e["title"]["label"]: e["content"]["label"] for e in feed}
+    return appstore_reviews(corpora)
 
 
 def test_exact_near_and_distinct(corpora: Path) -> None:

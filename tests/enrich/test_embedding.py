@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +20,12 @@ from enrich.embedding import (
     unpack,
 )
 from enrich.stages import semantic_search
-from listener.types import Mention
 from storage import Store
+from tests.enrich.helpers import mention
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 BAD_TEXTS = ["", "🙂🙂🙂", "x" * 100_000, "broken \ud83d surrogate \x00\x07 control", "!!! ??? 1234"]
 
-
-def mention(n: int, text: str, title: str | None = None) -> Mention:
-    return Mention(
-        source="t",
-        kind="reviews",
-        native_id=f"m{n}",
-        url=None,
-        title=title,
-        text=text,
-        author=None,
-        created_at=T0 + timedelta(minutes=n),
-    )
 
 
 def test_model_files_and_card() -> None:

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from enrich.intent import INTENT_PROTOTYPES, IntentStage, intent_classifier
-from listener.types import Mention
+from tests.enrich.helpers import appstore_reviews, mention
 
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 LABELS = {*INTENT_PROTOTYPES, "other"}
 
-
-def mention(n: int, text: str, title: str | None = None) -> Mention:
-    return Mention(
-        source="t",
-        kind="reviews",
-        native_id=f"m{n}",
-        url=None,
-        title=title,
-        text=text,
-        author=None,
-        created_at=T0 + timedelta(minutes=n),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +23,7 @@ def label(stage: IntentStage, text: str, title: str | None = None) -> str:
 
 
 def test_real_reviews_and_posts(stage: IntentStage, corpora: Path) -> None:
-    feed = json.loads((corpora / "appstore_reviews/customerreviews_id1321994487_us.json").read_text())["feed"]["entry"]
-    reviews = {e["title"]["label"]: e["content"]["label"] for e in feed}
+    reviews = appstore_reviews(corpora)
     assert label(stage, reviews["Awful app"], "Awful app") == "complaint"
     assert label(stage, reviews["Worst App"], "Worst App") == "complaint"
     assert label(stage, reviews["Best banking Experience ever!"], "Best banking Experience ever!") == "praise"

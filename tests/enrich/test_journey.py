@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from enrich.journey import JOURNEY_PROTOTYPES, JourneyStage
-from listener.types import Mention
-
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
-
-
-def mention(n: int, text: str, title: str | None = None) -> Mention:
-    return Mention(
-        source="t",
-        kind="reviews",
-        native_id=f"m{n}",
-        url=None,
-        title=title,
-        text=text,
-        author=None,
-        created_at=T0 + timedelta(minutes=n),
-    )
+from tests.enrich.helpers import appstore_reviews, mention
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +20,7 @@ def label(stage: JourneyStage, text: str, title: str | None = None) -> str:
 
 
 def test_clear_cases(stage: JourneyStage, corpora: Path) -> None:
-    feed = json.loads((corpora / "appstore_reviews/customerreviews_id1321994487_us.json").read_text())["feed"]["entry"]
-    reviews = {e["title"]["label"]: e["content"]["label"] for e in feed}
+    reviews = appstore_reviews(corpora)
     assert label(stage, reviews["Crash"], "Crash") == "onboarding_use"
     assert label(stage, reviews["Best service"], "Best service") == "advocacy_churn"  # "with Webster for over 25 yrs"
     assert label(stage, "I'm cancelling my subscription and switching to a competitor next month.") == "advocacy_churn"

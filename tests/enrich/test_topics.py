@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,13 @@ from enrich.topics import (
 from listener.config import Config
 from listener.errors import ConfigError
 from listener.types import Mention
+from tests.enrich.helpers import mention as _mention
 
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+def mention(n: int, text: str, title: str | None = None) -> Mention:
+    return _mention(n, text, title, kind="appstore")
+
+
 APPSTORE = "appstore_reviews/customerreviews_id1321994487_us.json"
 NAMES = {
     "pricing",
@@ -40,18 +44,6 @@ NAMES = {
     "feature_requests",
 }
 
-
-def mention(n: int, text: str, title: str | None = None) -> Mention:
-    return Mention(
-        source="t",
-        kind="appstore",
-        native_id=f"m{n}",
-        url=None,
-        title=title,
-        text=text,
-        author=None,
-        created_at=T0 + timedelta(minutes=n),
-    )
 
 
 @pytest.fixture(scope="module")
