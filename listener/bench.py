@@ -53,6 +53,19 @@ def _time_batches(fn: Callable[[list[str]], Any], texts: list[str], batch_size: 
     }
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM resets at exec; ru_maxrss would inherit the parent's high-water mark."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _hf_model_dir() -> Path | None:
     try:
         card = json.loads((REPO / "enrich" / "models" / "sentiment" / "model_card.json").read_text())
@@ -79,8 +92,6 @@ def _subprocess_json(code: str, timeout: float = 600) -> dict[str, Any]:
 
 def _ours_worker(n: int) -> None:
     """Subprocess body: cold start (import+load+first result) then peak RSS after n posts at batch 32."""
-    import resource
-
     t0 = time.perf_counter()
     from enrich.sentiment import SentimentClassifier
 
@@ -88,14 +99,12 @@ def _ours_worker(n: int) -> None:
     clf.classify(["first post of the day, loving it"])
     cold = time.perf_counter() - t0
     clf.classify(load_inputs(n), batch_size=32)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = _peak_rss_mb()
     print(json.dumps({"cold_start_s": round(cold, 3), "peak_rss_mb": round(rss, 1)}))
 
 
 def _baseline_worker(n: int, batch_sizes: Sequence[int], model_dir: str) -> None:
     """Subprocess body: transformers.pipeline('text-classification') on torch, same model and inputs."""
-    import resource
-
     t0 = time.perf_counter()
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
@@ -114,7 +123,7 @@ def _baseline_worker(n: int, batch_sizes: Sequence[int], model_dir: str) -> None
         str(bs): _time_batches(functools.partial(pipe, batch_size=bs, truncation=True, max_length=128), texts, bs)
         for bs in batch_sizes
     }
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = _peak_rss_mb()
     print(
         json.dumps(
             {
@@ -138,6 +147,7 @@ def run_bench(
     from enrich.sentiment import SentimentClassifier
 
     texts = load_inputs(n)
+    load_start = os.getloadavg()[0]
     clf = SentimentClassifier()
     per_batch = {
         str(bs): _time_batches(functools.partial(clf.classify, batch_size=bs), texts, bs) for bs in batch_sizes
@@ -182,6 +192,7 @@ def run_bench(
         code = f"from listener.bench import _baseline_worker; _baseline_worker({args})"
         base = _subprocess_json(code, timeout=3600)
         result["baseline"] = {"available": "error" not in base, "model_dir": str(model_dir), **base}
+    result["loadavg_1min"] = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
     return result
 
 
@@ -219,12 +230,19 @@ def format_bench(result: dict[str, Any]) -> str:
         f"peak RSS: ours {ours.get('peak_rss_mb', 'n/a')} MB"
         + (f", HF pipeline {base.get('peak_rss_mb')} MB" if base.get("available") else ""),
     ]
+    if "loadavg_1min" in result:
+        la = result["loadavg_1min"]
+        lines.append(
+            f"machine load average (1 min) during the run: {la['start']} → {la['end']} (other work skews figures)"
+        )
     if not base.get("available"):
         lines.append(f"baseline unavailable: {base.get('reason') or base.get('error')}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
+    # python -m listener.bench [N] [OUT.json]  (the `listener bench` CLI verb is wired by the lead)
     res = run_bench(n=int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
     print(format_bench(res))
-    print(json.dumps(res, indent=2))
+    if len(sys.argv) > 2:
+        Path(sys.argv[2]).write_text(json.dumps(res, indent=2) + "\n")
