@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from listener.http import HttpClient
+from tests.support.postgres import pg_cluster, pg_shared_url, pg_url  # noqa: F401 (fixtures)
 from tests.support.server import ReplayServer
 
 ROOT = Path(__file__).resolve().parent.parent

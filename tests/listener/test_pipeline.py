@@ -14,6 +14,7 @@ from listener.matching import WatchQuery
 from listener.pipeline import Pipeline, keep_matching
 from listener.types import Mention, utcnow
 from storage import Store
+from tests.support.postgres import BACKENDS
 from tests.support.server import ReplayServer, Reply
 
 FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
@@ -31,9 +32,11 @@ def config(url: str, *, match: str = "watch", extra: tuple[SourceConfig, ...] = 
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "t.db")
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The pipeline on both stores: SQLite (embedded default) and PostgreSQL (servers)."""
+    target = request.getfixturevalue("pg_url") if request.param == "postgres" else str(tmp_path / "t.db")
+    s = Store.open(target)
     yield s
     s.close()
 
