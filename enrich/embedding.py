@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import threading
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enrich.base import Enrichment
+from enrich.onnx_model import OnnxTextModel, read_card
 from enrich.textprep import compose_title_text, has_signal, head_tail_ids, normalise, smart_truncate_chars
 
 if TYPE_CHECKING:
@@ -32,14 +32,6 @@ if TYPE_CHECKING:
 MODEL_DIR = Path(__file__).resolve().parent / "models" / "encoder"
 STAGE = "embedding"
 DIM = 384
-
-
-def _card(model_dir: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads((model_dir / "model_card.json").read_text("utf-8"))
-        return data
-    except (OSError, ValueError):
-        return {}
 
 
 def mention_text(m: Mention) -> str:
@@ -100,63 +92,27 @@ class Encoder:
     max_length = 128
 
     def __init__(self, model_dir: Path | str = MODEL_DIR, intra_op_threads: int = 2, model_file: str = "model.onnx"):
-        self.model_dir = Path(model_dir)
-        self.model_file = model_file
-        self.intra_op_threads = intra_op_threads
-        self._lock = threading.Lock()
-        self._session: Any = None
-        self._tok: Any = None
-        self._cls = self._sep = self._pad = 0
+        self.model = OnnxTextModel(model_dir, model_file=model_file, intra_op_threads=intra_op_threads,
+                                   missing_hint="run python -m enrich.export_encoder")
+        self.model_dir = self.model.model_dir
 
     @property
     def version(self) -> str:
-        return str(_card(self.model_dir).get("version", "encoder-missing"))
+        return str(read_card(self.model_dir).get("version", "encoder-missing"))
 
     def _ensure_loaded(self) -> None:
-        if self._session is not None:
-            return
-        with self._lock:
-            if self._session is not None:
-                return
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-
-            path = self.model_dir / self.model_file
-            if not path.exists():
-                raise FileNotFoundError(f"encoder model not found: {path} (run python -m enrich.export_encoder)")
-            tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-            tok.no_truncation()
-            tok.no_padding()
-            ids = [tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")]
-            if any(i is None for i in ids):
-                raise ValueError("encoder tokenizer lacks [CLS]/[SEP]/[PAD]")
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.intra_op_threads
-            opts.inter_op_num_threads = 1
-            # No busy-waiting: on a shared 2-core box spinning threads fight the other workers (measured
-            # 109 → 157 texts/s with 2 threads on a loaded machine).
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-            self._cls, self._sep, self._pad = (int(i) for i in ids if i is not None)
-            self._tok = tok
-            self._session = session
+        self.model.load()
 
     def _encode_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
-        encs = self._tok.encode_batch([smart_truncate_chars(t) for t in texts])
-        return [head_tail_ids(list(e.ids), max_length, self._cls, self._sep, 0.75) for e in encs]
+        m = self.model
+        encs = m.tokenizer.encode_batch([smart_truncate_chars(t) for t in texts])
+        return [head_tail_ids(list(e.ids), max_length, m.cls, m.sep, 0.75) for e in encs]
 
     def _run(self, seqs: Sequence[list[int]], with_tokens: bool = False) -> Any:
-        width = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), width), self._pad, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = s
-            mask[i, : len(s)] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask}
+        feeds = self.model.feeds(seqs)
         if with_tokens:
-            return self._session.run(["embedding", "token_embeddings"], feeds)
-        out: np.ndarray = self._session.run(["embedding"], feeds)[0]
+            return self.model.session.run(["embedding", "token_embeddings"], feeds)
+        out: np.ndarray = self.model.session.run(["embedding"], feeds)[0]
         return out
 
     def embed(self, texts: Sequence[str | bytes], batch_size: int = 16, max_length: int | None = None) -> np.ndarray:
@@ -203,7 +159,7 @@ class Encoder:
         if not keep:
             return post, clauses
         self._ensure_loaded()
-        encs = self._tok.encode_batch(prepared)
+        encs = self.model.tokenizer.encode_batch(prepared)
         seqs: list[list[int]] = []
         offsets: list[list[tuple[int, int]]] = []
         for e in encs:

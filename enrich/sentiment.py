@@ -8,8 +8,6 @@ is cheap and cold start stays small. Probabilities are temperature-calibrated
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from enrich.onnx_model import OnnxTextModel, read_card
 from enrich.textprep import compose_title_text, has_signal, head_tail_ids, normalise, smart_truncate_chars
 
 if TYPE_CHECKING:
@@ -28,22 +27,7 @@ LABELS: tuple[Literal["negative", "neutral", "positive"], ...] = ("negative", "n
 Label = Literal["negative", "neutral", "positive"]
 
 
-def _read_card(model_dir: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads((model_dir / "model_card.json").read_text("utf-8"))
-        return data
-    except (OSError, ValueError):
-        return {}
-
-
-MODEL_VERSION: str = str(_read_card(MODEL_DIR).get("version", "sentiment-model-missing"))
-
-
-def _token_id(tok: Any, token: str) -> int:
-    tid = tok.token_to_id(token)
-    if tid is None:
-        raise ValueError(f"tokenizer has no {token} token")
-    return int(tid)
+MODEL_VERSION: str = str(read_card(MODEL_DIR).get("version", "sentiment-model-missing"))
 
 
 @dataclass(frozen=True)
@@ -85,70 +69,35 @@ class SentimentClassifier:
         that for higher throughput (see ``listener bench``).
         """
         self.per_row = per_row
-        self.model_dir = Path(model_dir)
-        self.model_file = model_file
-        self.intra_op_threads = intra_op_threads
-        self._lock = threading.Lock()
-        self._session: Any = None
-        self._tokenizer: Any = None
-        self._card: dict[str, Any] = {}
+        self.model = OnnxTextModel(model_dir, model_file=model_file, intra_op_threads=intra_op_threads)
+        self.model_dir = self.model.model_dir
         self.temperature = 1.0
         self.max_length = 128
         self.head_frac = 0.5
-        self._cls = self._sep = self._pad = 0
 
     @property
     def version(self) -> str:
         self._ensure_loaded()
-        return str(self._card.get("version", MODEL_VERSION))
+        return str(self.model.card.get("version", MODEL_VERSION))
 
     def _ensure_loaded(self) -> None:
-        if self._session is not None:
+        if self.model.loaded:
             return
-        with self._lock:
-            if self._session is not None:
-                return
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-
-            model_path = self.model_dir / self.model_file
-            if not model_path.exists():
-                raise FileNotFoundError(f"sentiment model not found: {model_path}")
-            card = _read_card(self.model_dir)
-            tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-            tok.no_truncation()
-            tok.no_padding()
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.intra_op_threads
-            opts.inter_op_num_threads = 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
-            self._card = card
-            self.temperature = float(card.get("temperature", 1.0))
-            self.max_length = int(card.get("max_length", 128))
-            self.head_frac = float(card.get("truncation_head_frac", 0.5))
-            self._tokenizer = tok
-            self._cls, self._sep, self._pad = (_token_id(tok, t) for t in ("[CLS]", "[SEP]", "[PAD]"))
-            self._input_names = {i.name for i in session.get_inputs()}
-            self._session = session
+        self.model.load()
+        card = self.model.card
+        self.temperature = float(card.get("temperature", 1.0))
+        self.max_length = int(card.get("max_length", 128))
+        self.head_frac = float(card.get("truncation_head_frac", 0.5))
 
     def encode(self, normalised: Sequence[str]) -> list[list[int]]:
         """Token ids with head+tail truncation to ``max_length`` (same rule as training)."""
         self._ensure_loaded()
-        encs = self._tokenizer.encode_batch([smart_truncate_chars(t) for t in normalised])
-        return [head_tail_ids(list(e.ids), self.max_length, self._cls, self._sep, self.head_frac) for e in encs]
+        m = self.model
+        encs = m.tokenizer.encode_batch([smart_truncate_chars(t) for t in normalised])
+        return [head_tail_ids(list(e.ids), self.max_length, m.cls, m.sep, self.head_frac) for e in encs]
 
     def _run(self, seqs: Sequence[list[int]]) -> np.ndarray:
-        width = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), width), self._pad, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = s
-            mask[i, : len(s)] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        out: np.ndarray = self._session.run(["logits"], feeds)[0]
+        out: np.ndarray = self.model.session.run(["logits"], self.model.feeds(seqs))[0]
         return out
 
     def logits(self, normalised: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -167,7 +167,7 @@ def run_bench(
         "n": n,
         "inputs": "TweetEval sentiment validation tweets",
         "model_version": clf.version,
-        "intra_op_threads": clf.intra_op_threads,
+        "intra_op_threads": clf.model.intra_op_threads,
         "cpu_count": os.cpu_count(),
         "ours": {
             "per_row": clf.per_row,

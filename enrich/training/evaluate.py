@@ -122,7 +122,7 @@ def truncation_study(clf: SentimentClassifier, budgets: Sequence[int] = (128, 64
             d, s = p[0].split("_")
             docs.setdefault(d, []).append((int(s), float(p[1]), normalise(p[2])))
     clf._ensure_loaded()
-    ids_all = {d: clf._tokenizer.encode(" ".join(t for _, _, t in sorted(v))).ids for d, v in docs.items()}
+    ids_all = {d: clf.model.tokenizer.encode(" ".join(t for _, _, t in sorted(v))).ids for d, v in docs.items()}
     res: dict[str, Any] = {}
     for budget in budgets:
         long_docs = [d for d in docs if len(ids_all[d]) > budget and len(docs[d]) >= 3]
@@ -130,7 +130,7 @@ def truncation_study(clf: SentimentClassifier, budgets: Sequence[int] = (128, 64
 
         def first_last(d: str) -> list[int]:
             sents = sorted(docs[d])
-            return clf._tokenizer.encode(f"{sents[0][2]} {sents[-1][2]}").ids
+            return clf.model.tokenizer.encode(f"{sents[0][2]} {sents[-1][2]}").ids
 
         strategies: dict[str, tuple[Callable[[str], list[int]], float]] = {
             "head_only": (ids_all.__getitem__, 1.0),
@@ -140,7 +140,7 @@ def truncation_study(clf: SentimentClassifier, budgets: Sequence[int] = (128, 64
         }
         out: dict[str, Any] = {"n_docs": len(long_docs)}
         for name, (fn, frac) in strategies.items():
-            seqs = [head_tail_ids(fn(d), budget, clf._cls, clf._sep, frac) for d in long_docs]
+            seqs = [head_tail_ids(fn(d), budget, clf.model.cls, clf.model.sep, frac) for d in long_docs]
             logits = np.concatenate([clf._run([q]) for q in seqs]) if seqs else np.zeros((0, 3))
             out[name] = metrics(y, softmax(logits / clf.temperature)) if long_docs else {}
         res[f"budget_{budget}"] = out

@@ -1,0 +1,95 @@
+"""What every shipped ONNX text model needs at run time, in one place.
+
+A model folder holds `model.onnx`, `tokenizer.json` (a fast WordPiece tokenizer) and
+`model_card.json`. `OnnxTextModel` loads them lazily (first use, once per process, thread-safe),
+so importing a stage is cheap and cold start stays small; `feeds` pads token-id sequences into
+the arrays onnxruntime takes. No torch at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def read_card(model_dir: Path) -> dict[str, Any]:
+    """`model_card.json` of a model folder, {} when absent or unreadable (the version then says "missing")."""
+    try:
+        data: dict[str, Any] = json.loads((model_dir / "model_card.json").read_text("utf-8"))
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+class OnnxTextModel:
+    """An onnxruntime session + fast tokenizer from a model folder, loaded on first `load()`."""
+
+    def __init__(
+        self, model_dir: Path | str, *, model_file: str = "model.onnx", intra_op_threads: int = 2,
+        missing_hint: str = "",
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.model_file = model_file
+        self.intra_op_threads = intra_op_threads
+        self.missing_hint = missing_hint
+        self._lock = threading.Lock()
+        self.session: Any = None
+        self.tokenizer: Any = None
+        self.card: dict[str, Any] = {}
+        self.input_names: set[str] = set()
+        self.cls = self.sep = self.pad = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self.session is not None
+
+    def load(self) -> None:
+        if self.session is not None:
+            return
+        with self._lock:
+            if self.session is not None:
+                return
+            path = self.model_dir / self.model_file
+            if not path.exists():  # checked before importing onnxruntime: a missing model costs nothing
+                hint = f" ({self.missing_hint})" if self.missing_hint else ""
+                raise FileNotFoundError(f"model not found: {path}{hint}")
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+            tok.no_truncation()
+            tok.no_padding()
+            special = [tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")]
+            if any(i is None for i in special):
+                raise ValueError(f"{self.model_dir / 'tokenizer.json'} lacks [CLS]/[SEP]/[PAD]")
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.intra_op_threads
+            opts.inter_op_num_threads = 1
+            # No busy-waiting: on a shared 2-core box spinning threads fight the other workers (measured
+            # 109 → 157 texts/s with 2 threads on a loaded machine).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.card = read_card(self.model_dir)
+            self.cls, self.sep, self.pad = (int(i) for i in special if i is not None)
+            self.input_names = {i.name for i in session.get_inputs()}
+            self.tokenizer = tok
+            self.session = session
+
+    def feeds(self, seqs: Sequence[list[int]]) -> dict[str, np.ndarray]:
+        """Right-padded input ids + attention mask (+ zero token types when the graph wants them)."""
+        width = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), width), self.pad, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = s
+            mask[i, : len(s)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        return feeds
