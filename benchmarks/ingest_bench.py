@@ -8,7 +8,7 @@ are saved in batches, each batch with its cursor in one transaction, as the pipe
 new mentions/s by wall clock and by this process's CPU time (on a busy machine CPU time is the honest
 figure; for PostgreSQL the server's own CPU is not in it), best of `--rounds`, plus a re-save of the
 same batches (all duplicates). PostgreSQL runs in a temporary cluster (initdb + pg_ctl on a free port,
-fsync off, as the postgres user when run as root), the same way tests/storage/conftest.py starts one;
+fsync off, as the postgres user when run as root), the same way tests/support/postgres.py starts one;
 it is skipped with a note when the server binaries are absent. Target: ≥ 20,000 mentions/s (SQLite).
 """
 
@@ -19,7 +19,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from listener.types import Cursor, Mention  # noqa: E402
+from listener.types import Mention  # noqa: E402
 from storage import Store  # noqa: E402
-from storage.bench import synthetic_mention  # noqa: E402
+from storage.bench import synthetic_mention, time_saves  # noqa: E402
 
 TARGET = 20_000
 
@@ -42,14 +41,7 @@ def _rounds(open_store: Callable[[], Store], data: list[list[Mention]], rounds: 
     for _ in range(rounds):
         store = open_store()
         try:
-            for label in ("new", "duplicates"):
-                wall, cpu = time.perf_counter(), time.process_time()
-                for i, batch in enumerate(data):
-                    store.save_batch("bench", batch, Cursor(last_id=str(i)))
-                rates = {"wall": total / (time.perf_counter() - wall), "cpu": total / (time.process_time() - cpu)}
-                for clock, rate in rates.items():
-                    key = f"{label}_per_s_{clock}"
-                    best[key] = max(best.get(key, 0.0), rate)
+            time_saves(store, data, best)
             assert store.count(include_deleted=True) == total
         finally:
             store.close()
@@ -65,7 +57,7 @@ def sqlite_target() -> Iterator[Callable[[], Store]]:
 
 @contextmanager
 def postgres_target() -> Iterator[Callable[[], Store] | None]:
-    from tests.storage.conftest import PgCluster, _pg_bindir
+    from tests.support.postgres import PgCluster, _pg_bindir
 
     bindir = _pg_bindir()
     if bindir is None or not (bindir / "pg_ctl").exists():

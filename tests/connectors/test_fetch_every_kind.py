@@ -28,7 +28,7 @@ from connectors.reviews import parse_review_page
 from connectors.rss import parse_feed
 from connectors.stackexchange import parse_questions
 from listener.cli import main
-from listener.types import Mention
+from listener.types import SOURCE_KINDS, Mention
 from storage import Store
 from tests.connectors import test_contract_appstore as appstore
 from tests.connectors import test_contract_googleplay as googleplay
@@ -53,18 +53,7 @@ DISCOURSE_TOPICS = (1148, 1149)
 ROBOTS = "User-agent: *\nDisallow: /store/search\nAllow: /store/apps/details?\nDisallow: /store/\n"
 
 WATCH_TERMS = ['"acme cloud"']
-KINDS = (
-    "rss",
-    "reddit",
-    "hackernews",
-    "discourse",
-    "stackexchange",
-    "lemmy",
-    "mastodon",
-    "appstore",
-    "googleplay",
-    "reviews",
-)
+KINDS = SOURCE_KINDS
 
 
 def serve_all(server: ReplayServer, corpora: Path) -> None:
