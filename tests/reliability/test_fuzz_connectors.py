@@ -158,42 +158,13 @@ REPRODUCERS = [
     (
         "discourse cooked is an object",
         lambda: discourse.parse_discourse_posts(
-            {
-                "post_stream": {
-                    "posts": [
-                        {
-                            "id": 1,
-                            "post_number": 1,
-                            "topic_id": 1,
-                            "created_at": "2024-01-01T00:00:00Z",
-                            "cooked": {"a": 1},
-                        }
-                    ]
-                }
-            },
-            source=SOURCE,
-            base_url="https://f",
+            {"post_stream": {"posts": [{**_POST, "cooked": {"a": 1}}]}}, source=SOURCE, base_url="https://f"
         ),
     ),
     (
         "discourse username is a list",
         lambda: discourse.parse_discourse_posts(
-            {
-                "post_stream": {
-                    "posts": [
-                        {
-                            "id": 1,
-                            "post_number": 1,
-                            "topic_id": 1,
-                            "created_at": "2024-01-01T00:00:00Z",
-                            "cooked": "<p>x</p>",
-                            "username": [1],
-                        }
-                    ]
-                }
-            },
-            source=SOURCE,
-            base_url="https://f",
+            {"post_stream": {"posts": [{**_POST, "username": [1]}]}}, source=SOURCE, base_url="https://f"
         ),
     ),
     (
