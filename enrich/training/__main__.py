@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--soft-labels", default=None, help="teacher soft labels (.npz) for distillation")
     t.add_argument("--stop-at", default=None, help="UTC HH:MM: checkpoint and exit after this time")
+    t.add_argument("--init-from", default=None, help="warm start from this run's best/ weights (e.g. minilm-ft-v1)")
+    t.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the distillation loss (with --soft-labels)")
     e = sub.add_parser("export", help="ONNX export + int8 + temperature calibration")
     e.add_argument("--run", default="minilm-ft-v1")
     v = sub.add_parser("evaluate", help="per-domain report (EVALUATION.md/json)")
@@ -52,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
 
         recipe = Recipe(run=args.run)
         if args.cmd == "train":
-            recipe = Recipe(run=args.run, epochs=args.epochs, lr=args.lr, soft_labels=args.soft_labels)
+            recipe = Recipe(
+                run=args.run,
+                epochs=args.epochs,
+                lr=args.lr,
+                soft_labels=args.soft_labels,
+                init_from=args.init_from,
+                kd_alpha=args.kd_alpha,
+            )
         train(recipe, stop_at=stop_at(getattr(args, "stop_at", None)))
     if args.cmd in ("export", "all"):
         from enrich.training.export import export

@@ -52,6 +52,7 @@ class Recipe:
     soft_labels: str | None = None  # path to teacher soft labels (distillation), see teacher.py
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
+    init_from: str | None = None  # warm start: a finished run whose best/ weights seed the student
 
 
 def encode(tok: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -120,7 +121,9 @@ def _soft_targets(path: str | None, examples: list[Example]) -> np.ndarray | Non
     return np.stack([probs[lookup[e.uid]] for e in examples])
 
 
-def build(recipe: Recipe) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, Callable[[Path], None]]:
+def build(
+    recipe: Recipe, out_root: Path = CACHE / "train"
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, Callable[[Path], None]]:
     """Model, tokenizer and a "save best weights" function for the recipe's base encoder."""
     if recipe.base == "mpnet":
         from enrich.training.teacher import ensure_teacher
@@ -135,6 +138,11 @@ def build(recipe: Recipe) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, Cal
 
         return teacher, ttok, save_teacher
     student = load_base(recipe.dropout)
+    if recipe.init_from:
+        warm = out_root / recipe.init_from / "best"
+        if not (warm / "model.safetensors").exists():
+            raise FileNotFoundError(f"--init-from {recipe.init_from}: no weights in {warm}")
+        student = type(student).from_pretrained(warm, config=student.config, attn_implementation="eager")
     stok = AutoTokenizer.from_pretrained(base_model_dir())
 
     def save_student(path: Path) -> None:
@@ -168,7 +176,7 @@ def train(
     examples = load_prepared()
     train_ex = select(examples, "train", set(recipe.train_domains))
     val_ex = select(examples, "val")
-    model, tok, save_best = build(recipe)
+    model, tok, save_best = build(recipe, out_root)
     pad_id = int(tok.pad_token_id or 0)
     train_ids = encode(tok, [e.text for e in train_ex], recipe.max_length)
     val_ids = encode(tok, [e.text for e in val_ex], recipe.max_length)
