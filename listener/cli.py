@@ -244,10 +244,15 @@ def state_reset(typer_ctx: typer.Context, source: str) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(typer_ctx: typer.Context) -> None:
-    """Apply schema migrations (alembic)."""
+    """Apply schema migrations (alembic); on PostgreSQL also the job queue's schema if missing."""
     store = ctx_of(typer_ctx).store()
     store.upgrade()
     console.print(f"{store.display_url}: schema at revision {store.schema_revision()}")
+    if store.dialect == "postgresql":  # the scale-out job queue's own schema (procrastinate), outside alembic
+        from storage import jobqueue
+
+        created = jobqueue.apply_schema(store)
+        console.print(f"job queue schema (procrastinate) {'created' if created else 'present'}")
 
 
 @db_app.command("check")
@@ -263,7 +268,16 @@ def db_check(typer_ctx: typer.Context) -> None:
 
 
 def _register_more() -> None:
-    from listener import cli_admin, cli_daemon, cli_digest, cli_insight, cli_model, cli_query, cli_serve
+    from listener import (
+        cli_admin,
+        cli_daemon,
+        cli_digest,
+        cli_insight,
+        cli_model,
+        cli_query,
+        cli_serve,
+        cli_workers,
+    )
 
     cli_query.register(app)
     cli_digest.register(app)
@@ -272,6 +286,7 @@ def _register_more() -> None:
     cli_admin.register(app)
     cli_model.register(app)
     cli_serve.register(app)
+    cli_workers.register(app)
 
 
 _register_more()

@@ -35,6 +35,10 @@ def run_daemon(ctx: object, *, log_format: str = "text", log_level: str = "info"
             from listener.daemon_jobs import run_once
 
             return run_once(config, store, settings)
+        if store.dialect == "postgresql" and settings.queue == "auto":
+            from listener.daemon_pg import PgDaemon  # scale-out: procrastinate jobs, any number of daemons
+
+            return PgDaemon(config, store, health_port=health_port).serve()
         from listener.daemon import Daemon
 
         return Daemon(config, store, health_port=health_port).serve()

@@ -27,8 +27,9 @@ _DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _KEYS = {
     "health_host", "health_port", "failing_after", "max_backoff", "digest_at", "digest_every", "digest_period",
     "digest_out", "enrich_every", "enrich_batch", "reload_poll", "workers", "shutdown_grace", "http_timeout",
-    "http_retries", "jitter", "max_jitter",
+    "http_retries", "jitter", "max_jitter", "queue", "stalled_after",
 }
+QUEUE_MODES = ("auto", "local")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class DaemonSettings:
     jitter: float = 0.1
     """Fraction of a source's interval added at random to each run, so 50 sources never fire together."""
     max_jitter: timedelta = timedelta(minutes=5)
+    queue: str = "auto"
+    """auto: a PostgreSQL store runs jobs through procrastinate (several daemons may share it; see
+    docs/scale-out.md); local: APScheduler in this one process, whatever the store."""
+    stalled_after: timedelta = timedelta(seconds=30)
+    """Scale-out mode: a worker silent this long is dead and its jobs are retried (heartbeat every third)."""
 
     @property
     def digest_enabled(self) -> bool:
@@ -114,6 +120,13 @@ def load_settings(config: Config) -> DaemonSettings:
     if not out.is_absolute() and config.path is not None:
         out = config.path.parent / out
     defaults = DaemonSettings()
+    queue = table.get("queue", "auto")
+    if queue not in QUEUE_MODES:
+        raise ConfigError(f"must be one of {', '.join(QUEUE_MODES)}", path=path, key="daemon.queue")
+    stalled = _dur(table, "stalled_after", defaults.stalled_after, path) or defaults.stalled_after
+    if stalled < timedelta(seconds=3):
+        raise ConfigError("must be at least 3s (workers send a heartbeat every third of it)", path=path,
+                          key="daemon.stalled_after")
     return DaemonSettings(
         timezone=tz,
         health_host=str(table.get("health_host", "127.0.0.1")),
@@ -134,6 +147,8 @@ def load_settings(config: Config) -> DaemonSettings:
         http_retries=_int(table, "http_retries", 4, path, low=0, high=10),
         jitter=float(jitter),
         max_jitter=_dur(table, "max_jitter", defaults.max_jitter, path) or defaults.max_jitter,
+        queue=str(queue),
+        stalled_after=stalled,
     )
 
 

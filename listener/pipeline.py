@@ -123,6 +123,7 @@ def enrich_pending(
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    seq_range: tuple[int, int] | None = None,
 ) -> int:
     """Run every stage over every stored mention it has not seen at its current version.
 
@@ -131,11 +132,12 @@ def enrich_pending(
     its current version, and the batch's results are committed in one transaction. An interrupted
     run (Ctrl-C/SIGTERM sets `should_stop`) resumes where it stopped without redoing finished
     batches. Each stage leads one pass, so a new version of a later stage is caught up too.
-    Returns the number of mentions that went through a batch.
+    `seq_range` limits the work to mentions with seq in [start, end) (one backfill window of the
+    PostgreSQL scale-out mode). Returns the number of mentions that went through a batch.
     """
     done = 0
     for lead_index, lead in enumerate(stages):
-        for mentions in store.iter_unenriched(lead.name, lead.version, batch_size=batch_size):
+        for mentions in store.iter_unenriched(lead.name, lead.version, batch_size=batch_size, seq_range=seq_range):
             if should_stop():
                 return done
             results = list(lead.run(mentions))

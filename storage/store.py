@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from enrich.base import Enrichment
 from listener.errors import StorageError
 from listener.types import Cursor, Mention, utcnow
-from storage import db, enrichments, ingest, maintenance
+from storage import backfill, db, enrichments, ingest, maintenance
 from storage import search as queries
 from storage.models import mention, run, source_state
 from storage.records import RunInfo, SaveResult, SearchPage, SourceState, run_info, to_mention
@@ -307,18 +307,25 @@ class Store:
 
     # --- enrichment --------------------------------------------------------------------------------
 
-    def iter_unenriched(self, stage: str, model_version: str, *, batch_size: int = 256) -> Iterator[list[Mention]]:
-        """Batches of mentions lacking (stage, model_version), in seq order.
+    def iter_unenriched(
+        self, stage: str, model_version: str, *, batch_size: int = 256, seq_range: tuple[int, int] | None = None
+    ) -> Iterator[list[Mention]]:
+        """Batches of mentions lacking (stage, model_version), in seq order; `seq_range` = [start, end) only.
 
         Each batch is its own short read, so the caller may save results between batches; a new
         iteration naturally resumes because finished mentions now have rows.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        position = 0
+        position = 0 if seq_range is None else seq_range[0] - 1
         while True:
             with self._tx(f"read mentions to enrich ({stage})") as conn:
-                batch, position = enrichments.unenriched_batch(conn, stage, model_version, position, batch_size)
+                if seq_range is None:
+                    batch, position = enrichments.unenriched_batch(conn, stage, model_version, position, batch_size)
+                else:
+                    batch, position = backfill.unenriched_in_window(
+                        conn, stage, model_version, position, seq_range[1], batch_size
+                    )
             if not batch:
                 return
             yield batch
@@ -328,6 +335,11 @@ class Store:
     def count_unenriched(self, stage: str, model_version: str) -> int:
         with self._tx(f"count mentions to enrich ({stage})") as conn:
             return enrichments.count_unenriched(conn, stage, model_version)
+
+    def pending_enrichment_windows(self, stages: Sequence[tuple[str, str]], *, size: int, limit: int) -> list[int]:
+        """Start seqs of `[start, start + size)` windows with work left for any (stage, version)."""
+        with self._tx("find mentions to enrich") as conn:
+            return backfill.pending_windows(conn, stages, size, limit)
 
     def save_enrichments(self, items: Sequence[Enrichment]) -> int:
         """Upsert in one transaction; returns rows written (results for purged mentions are dropped)."""

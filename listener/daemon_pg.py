@@ -1,0 +1,303 @@
+"""`listener daemon` on a PostgreSQL store: one of any number of procrastinate workers sharing the store.
+
+Each process runs the same loop: every second it works out what is due (listener.queue.due_jobs) and
+defers it — the queue keeps one job per slot for the whole cluster — and its procrastinate worker
+runs `workers` jobs at a time from every queue. Every few seconds it also re-queues the jobs of
+workers whose heartbeat stopped. SIGTERM/SIGINT stop taking jobs and give running ones
+`shutdown_grace`; a job cut short goes straight back to the queue for another worker. SIGHUP (or
+an edited config file) reloads sources. /healthz and /metrics as in single-node mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from listener import queue
+from listener.config import Config, load_config
+from listener.daemon_jobs import EnrichJob, deliver_digest
+from listener.daemon_settings import DaemonSettings, load_settings
+from listener.errors import ListenerError, StorageError
+from listener.health import HealthServer, Metrics, aware, render_metrics, source_health
+from listener.logging_setup import REDACTOR
+from listener.pipeline import Pipeline, default_stages, make_http
+from storage import Store, jobqueue
+
+log = logging.getLogger("listener.daemon")
+TICK = 1.0
+OLD_JOBS_HOURS = 72
+"""Finished jobs older than this are deleted (hourly), so the queue tables stay small."""
+
+
+class PgDaemon:
+    """Deferrer + procrastinate worker for one process. `serve()` is the blocking entry."""
+
+    def __init__(
+        self, config: Config, store: Store, *, health_port: int | None = None,
+        deliver: Callable[..., None] = deliver_digest, stages_factory: Callable[[], list[Any]] | None = None,
+        name: str | None = None,
+    ) -> None:
+        jobqueue.require_postgres(store)
+        if not jobqueue.schema_present(store):
+            raise StorageError(f"database {store.display_url} has no job queue schema: run `listener db upgrade` "
+                               "first, then start the daemons again")
+        self._port_override = health_port
+        settings = self._settings_for(config)
+        self.store = store
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._reload_requested = False
+        self.metrics = Metrics()
+        REDACTOR.use_config(config)
+        self.http = make_http(config, timeout=settings.http_timeout.total_seconds(), retries=settings.http_retries,
+                              sleep=self._sleep)
+        factory = stages_factory or (lambda: default_stages(self.runtime.config, store))
+        enrich = EnrichJob(store, self.metrics, factory, self._stop, settings.enrich_batch)
+        self.runtime = queue.Runtime(config, settings, store, self.http, self.metrics, enrich, self._stop, deliver)
+        self.app = queue.make_app(store)
+        self.runtime.app = self.app
+        self.health_server: HealthServer | None = None
+        self.started = time.monotonic()
+        self._last_tick = 0.0
+        self._worker: asyncio.Task[None] | None = None
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._queue_depth: dict[str, int] = {}
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def settings(self) -> DaemonSettings:
+        return self.runtime.settings
+
+    def _settings_for(self, config: Config) -> DaemonSettings:
+        settings = load_settings(config)
+        return settings if self._port_override is None else replace(settings, health_port=self._port_override)
+
+    def _sleep(self, seconds: float) -> None:
+        """HTTP waits end early, and abort the run (back to the queue), on shutdown."""
+        if self._stop.wait(seconds):
+            raise queue.Interrupted("daemon shutting down")
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT. Returns the exit code (1: the worker died)."""
+        self._install_signals()
+        if self.settings.health_port is not None:
+            host, port = self.settings.health_host, self.settings.health_port
+            try:
+                self.health_server = HealthServer(host, port, self.health, self.metrics_text).start()
+            except OSError as exc:
+                raise ListenerError(f"cannot serve health on {host}:{port}: {exc.strerror or exc} "
+                                    "(change [daemon] health_port or pass --health-port)") from None
+        try:
+            return asyncio.run(self._main())
+        finally:
+            if self.health_server is not None:
+                self.health_server.stop()
+
+    async def _main(self) -> int:
+        s = self.settings
+        stalled = s.stalled_after.total_seconds()
+        async with self.app.open_async():
+            queue.install(self.runtime)
+            recovered = await queue.recover_stalled(self.app, stalled)
+            where = "off" if self.health_server is None else "http://{}:{}".format(*self.health_server.address)
+            log.info("daemon started (scale-out worker %s): %d source(s), database %s, %d job(s) of dead workers "
+                     "re-queued, health %s", self.name, sum(x.enabled for x in self.config.sources),
+                     self.store.display_url, recovered, where, extra={"worker": self.name, "health": where})
+            self._worker = asyncio.create_task(self.app.run_worker_async(
+                name=self.name, concurrency=s.workers, install_signal_handlers=False, queues=list(queue.QUEUES),
+                update_heartbeat_interval=stalled / 3, stalled_worker_timeout=stalled,
+                fetch_job_polling_interval=TICK, abort_job_polling_interval=5.0,
+                shutdown_graceful_timeout=s.shutdown_grace.total_seconds(),
+            ))
+            code = await self._defer_loop(stalled)
+            return await self._stop_worker(code)
+
+    async def _defer_loop(self, stalled: float) -> int:
+        stamp = self._config_stamp()
+        next_recovery = time.monotonic() + stalled / 3
+        next_cleanup = time.monotonic() + 60
+        next_reload = time.monotonic() + self.settings.reload_poll.total_seconds()
+        while not self._stop.is_set():
+            assert self._worker is not None
+            if self._worker.done():
+                error = None if self._worker.cancelled() else self._worker.exception()
+                log.error("job worker stopped unexpectedly: %s; exiting so a supervisor restarts this daemon", error)
+                return 1
+            now = time.monotonic()
+            try:
+                await self.tick()
+                if now >= next_recovery:
+                    next_recovery = now + stalled / 3
+                    await queue.recover_stalled(self.app, stalled)
+                if now >= next_cleanup:
+                    next_cleanup = now + 3600
+                    await self.app.job_manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS)
+            except Exception as exc:  # database restarting, network blip: keep trying every tick
+                log.error("scheduling tick failed (retrying): %s", exc, exc_info=not isinstance(exc, ListenerError))
+            if now >= next_reload:
+                next_reload = now + self.settings.reload_poll.total_seconds()
+                stamp = self.poll_reload(stamp)
+            await self._wait(TICK)
+        return 0
+
+    async def tick(self) -> int:
+        """Defer what is due and refresh the job snapshot /healthz reads."""
+        states = {st.source: st for st in await asyncio.to_thread(self.store.source_states)}
+        due = queue.due_jobs(self.config, self.settings, states, datetime.now(UTC))
+        created = await queue.defer_due(self.app, due)
+        jobs: dict[str, dict[str, Any]] = {}
+        depth: dict[str, int] = {}
+        for status in ("todo", "doing"):
+            for job in await self.app.job_manager.list_jobs_async(status=status):
+                depth[f"{job.queue}/{status}"] = depth.get(f"{job.queue}/{status}", 0) + 1
+                if job.task_name == queue.TASK_FETCH:
+                    entry = jobs.setdefault(str(job.task_kwargs.get("source")), {})
+                    entry[status] = job.scheduled_at if status == "todo" else True
+        self._jobs, self._queue_depth, self._last_tick = jobs, depth, time.monotonic()
+        return created
+
+    async def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, deadline - time.monotonic()))
+
+    async def _stop_worker(self, code: int) -> int:
+        self._stop.set()
+        grace = self.settings.shutdown_grace.total_seconds()
+        log.info("shutting down: no new jobs, waiting up to %.0fs for running ones", grace)
+        worker = self._worker
+        if worker is not None and not worker.done():
+            worker.cancel()  # procrastinate stops fetching and waits for running jobs (they see `_stop`)
+            done, _ = await asyncio.wait({worker}, timeout=grace + 2)
+            if not done:
+                log.warning("stopped with jobs still running after %.0fs; their committed batches are kept and "
+                            "another worker retries them once this one's heartbeat is stale", grace)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os._exit(code)  # threads stuck in I/O would block interpreter exit
+        queue.install(None)
+        self.http.close()
+        log.info("daemon stopped cleanly")
+        return code
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                sys.stderr.write("second signal: exiting immediately\n")
+                os._exit(1)
+            log.info("received %s", signal.Signals(signum).name)
+            self._stop.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self._reload_requested = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, on_hup)
+
+    # --- reload --------------------------------------------------------------------------------------
+
+    def _config_stamp(self) -> tuple[int, int] | None:
+        path = self.config.path
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size) if st is not None else None
+
+    def poll_reload(self, stamp: tuple[int, int] | None) -> tuple[int, int] | None:
+        current = self._config_stamp()
+        if self._reload_requested or current != stamp:
+            reason = "SIGHUP" if self._reload_requested else "config file changed"
+            self._reload_requested = False
+            self.reload(reason)
+        return current
+
+    def reload(self, reason: str = "reload") -> bool:
+        """Re-read the config; a broken one is refused and the running one stays. True when applied."""
+        path = self.config.path
+        if path is None:
+            return False
+        try:
+            from connectors import connector_class
+
+            new = load_config(path)
+            settings = self._settings_for(new)
+            now = datetime.now(UTC)
+            for source in (x for x in new.sources if x.enabled):
+                connector_class(source.kind)
+                queue.fetch_slot(source, None, settings, now)  # a bad cron fails here, not in the loop
+        except Exception as exc:
+            log.error("config reload refused (%s): %s — still running the previous config", reason, exc,
+                      extra={"config": str(path)})
+            return False
+        for key in ("health_host", "health_port", "workers", "http_timeout", "http_retries", "timezone", "queue",
+                    "stalled_after"):
+            if getattr(settings, key) != getattr(self.settings, key):
+                log.warning("config reload: [daemon] %s changed; that needs a restart", key)
+        REDACTOR.use_config(new)
+        rt = self.runtime
+        with rt.lock:
+            rt.config, rt.settings, rt.pipeline = new, settings, Pipeline(new, self.store, self.http)
+        log.info("config reloaded (%s): %d source(s)", reason, sum(x.enabled for x in new.sources))
+        return True
+
+    # --- health --------------------------------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body): 503 when this process's loop or worker is dead or the database unreachable."""
+        now = datetime.now(UTC)
+        uptime = time.monotonic() - self.started
+        worker_ok = self._worker is not None and not self._worker.done()
+        loop_ok = time.monotonic() - self._last_tick < max(15.0, 5 * TICK)
+        body: dict[str, Any] = {
+            "status": "ok", "mode": "postgres", "worker": self.name, "uptime": round(uptime, 1),
+            "scheduler": bool(worker_ok and loop_ok), "queue": dict(sorted(self._queue_depth.items())),
+        }
+        try:
+            states = {st.source: st for st in self.store.source_states()}
+        except Exception as exc:
+            states, body["database_error"] = {}, str(exc)
+        sources = []
+        for source in (x for x in self.config.sources if x.enabled):
+            job, state = self._jobs.get(source.name, {}), states.get(source.name)
+            next_run = aware(job.get("todo"))
+            failures = state.consecutive_failures if state else 0
+            backoff = (next_run - now).total_seconds() if failures and next_run and next_run > now else None
+            sources.append(source_health(
+                source, state, now=now, uptime=uptime, next_run=next_run, running=bool(job.get("doing")),
+                failures=failures, backoff=backoff, failing_after=self.settings.failing_after,
+            ))
+        body["sources"] = sources
+        enrich = self.runtime.enrich
+        body["enrich"] = {"model_loaded": enrich.loaded, "queue_depth": self._queue_depth.get("enrich/todo", 0),
+                          "rate_per_second": round(self.metrics.enrich_rate(), 3), "error": enrich.error}
+        if not body["scheduler"] or "database_error" in body:
+            body["status"] = "down"
+            return 503, body
+        if any(x["failing"] for x in sources):
+            body["status"] = "degraded"
+        return 200, body
+
+    def metrics_text(self) -> str:
+        _, body = self.health()
+        snapshot = {"enrich_queue_depth": body["enrich"]["queue_depth"], "model_loaded": self.runtime.enrich.loaded,
+                    "scheduler_running": body.get("scheduler"), "uptime": body.get("uptime", 0.0)}
+        return render_metrics(self.metrics.families(body.get("sources", []), snapshot))
