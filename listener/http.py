@@ -1,7 +1,8 @@
 """The one HTTP client every connector uses. Politeness lives here and nowhere else.
 
 - a descriptive User-Agent with a contact, so operators of the sites we read can reach us;
-- a per-host rate limit (requests/second), shared by all sources talking to that host;
+- a per-host rate limit (requests/second), shared by all sources talking to that host, and by every
+  process using the same database when a `SlotReserver` (the store's) is given;
 - retries on 408/425/429/5xx and connection errors with exponential backoff + jitter, honouring Retry-After;
 - conditional GET (ETag / Last-Modified): an unchanged resource costs a 304 and no body;
 - a response size cap enforced while streaming (decompressed), so a gzip bomb cannot fill memory;
@@ -16,13 +17,14 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -123,11 +125,47 @@ class HostStats:
     errors: int = 0
 
 
+class SlotReserver(Protocol):
+    """Per-host request slots kept where several clients see them (`storage.Store.host_slots()` puts them
+    in the database), so processes sharing a database share each host's rate and Retry-After.
+
+    Times are seconds on the caller's clock; clients sharing state must share the clock (wall clock).
+    """
+
+    def reserve(self, host: str, interval: float, now: float) -> float:
+        """Book the next request to `host` and return its time: the latest of `now`, the previous booking
+        + `interval` and any deferral. Atomic, so concurrent callers queue up instead of sharing a slot."""
+        ...
+
+    def defer(self, host: str, until: float) -> None:
+        """No request to `host` before `until` (a Retry-After); never shortens a longer deferral."""
+        ...
+
+
 @dataclass
 class _HostLimiter:
+    """This process's interval for a host: the strictest rate any source set for it."""
+
     interval: float
-    next_at: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class MemorySlots:
+    """The in-process `SlotReserver`: library use, tests on virtual clocks, and clients built without a store."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._deferred: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, host: str, interval: float, now: float) -> float:
+        with self._lock:
+            last = self._last.get(host, -math.inf)
+            slot = self._last[host] = max(now, last + interval, self._deferred.get(host, -math.inf))
+            return slot
+
+    def defer(self, host: str, until: float) -> None:
+        with self._lock:
+            self._deferred[host] = max(self._deferred.get(host, -math.inf), until)
 
 
 class HttpClient:
@@ -146,8 +184,12 @@ class HttpClient:
         default_rate: float = DEFAULT_RATE,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
+        slots: SlotReserver | None = None,
     ) -> None:
+        """`slots`: where each host's next request time is booked (default: this process only). `clock`
+        defaults to the wall clock with shared slots (other processes read the times) and to
+        `time.monotonic` without."""
         self.user_agent = user_agent or build_user_agent()
         self.max_bytes = max_bytes
         self.retries = retries
@@ -157,6 +199,8 @@ class HttpClient:
         self.default_rate = default_rate
         self._sleep = sleep
         self._clock = clock
+        self._slots: SlotReserver = slots or MemorySlots()
+        self.shares_slots = slots is not None
         self._limiters: dict[str, _HostLimiter] = {}
         self._limiters_lock = threading.Lock()
         self._robots: dict[str, Protego | None] = {}
@@ -179,18 +223,28 @@ class HttpClient:
             else:
                 limiter.interval = max(limiter.interval, interval)
 
-    def _wait_turn(self, host: str) -> None:
+    def share_slots(self, slots: SlotReserver) -> None:
+        """From now on book request slots in `slots` (e.g. the store's), shared with other processes."""
+        self._slots = slots
+        self.shares_slots = True
+
+    def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return time.time() if self.shares_slots else time.monotonic()
+
+    def _interval(self, host: str) -> float:
         with self._limiters_lock:
             limiter = self._limiters.get(host)
             if limiter is None:
                 limiter = self._limiters[host] = _HostLimiter(1.0 / self.default_rate)
-        with limiter.lock:
-            now = self._clock()
-            wait = limiter.next_at - now
-            if wait > 0:
-                self._sleep(wait)
-                now += wait
-            limiter.next_at = now + limiter.interval
+            return limiter.interval
+
+    def _wait_turn(self, host: str) -> None:
+        now = self._now()
+        slot = self._slots.reserve(host, self._interval(host), now)
+        if slot > now:
+            self._sleep(slot - now)
 
     def defer(self, host: str, seconds: float) -> None:
         """Hold every request to `host` for `seconds` (a service's own back-off, e.g. Stack Exchange's `backoff`)."""
@@ -198,10 +252,7 @@ class HttpClient:
 
     def _delay_host(self, host: str, seconds: float) -> None:
         """After a 429/Retry-After every source sharing the host waits, not just the one that was told."""
-        with self._limiters_lock:
-            limiter = self._limiters.setdefault(host, _HostLimiter(1.0 / self.default_rate))
-        with limiter.lock:
-            limiter.next_at = max(limiter.next_at, self._clock() + seconds)
+        self._slots.defer(host, self._now() + seconds)
 
     def _stats(self, host: str) -> HostStats:
         return self.stats.setdefault(host, HostStats())

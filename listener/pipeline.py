@@ -42,8 +42,11 @@ class SourceRun:
     new_ids: list[str] = field(default_factory=list)
 
 
-def make_http(config: Config, **overrides: object) -> HttpClient:
-    return HttpClient(build_user_agent(config.contact), **overrides)  # type: ignore[arg-type]
+def make_http(config: Config, store: Store | None = None, **overrides: object) -> HttpClient:
+    """The HTTP client for `config`; with a `store`, each host's rate and Retry-After are kept in its
+    database, so every process using that database (cron fetch, CLI, daemons) keeps them together."""
+    slots = store.host_slots() if store is not None else None
+    return HttpClient(build_user_agent(config.contact), slots=slots, **overrides)  # type: ignore[arg-type]
 
 
 def keep_matching(source: SourceConfig, config: Config, mentions: Iterable[Mention]) -> list[Mention]:
@@ -60,7 +63,9 @@ class Pipeline:
     def __init__(self, config: Config, store: Store, http: HttpClient | None = None) -> None:
         self.config = config
         self.store = store
-        self.http = http or make_http(config)
+        self.http = http or make_http(config, store)
+        if not self.http.shares_slots:  # a client built without the store (e.g. the daemon's) shares its hosts too
+            self.http.share_slots(store.host_slots())
 
     def run_source(
         self, source: SourceConfig, progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None

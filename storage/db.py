@@ -27,6 +27,7 @@ from storage.models import dumps
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
+MIGRATION_LOCK = 0x6C697374656E6572  # "listener": the PostgreSQL advisory lock held while migrating
 
 
 def resolve_url(target: str | Path) -> URL:
@@ -185,4 +186,8 @@ def upgrade(engine: Engine) -> None:
     if revision == head_revision():
         return  # the common case: no write lock taken just to open a database
     with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            # Several processes opening a fresh database at once (daemon workers, a cron fetch) must not
+            # create the same tables side by side: the first migrates, the others then find it done.
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         command.upgrade(alembic_config(conn), "head")

@@ -190,6 +190,17 @@ class EnrichmentRow(SQLModel, table=True):
     created_at: datetime = _dt(nullable=False)
 
 
+class HostSlotRow(SQLModel, table=True):
+    """Each host's last booked request time and Retry-After deferral (wall-clock seconds), shared by every
+    process using this database so they keep one rate per host together (see storage.host_slots)."""
+
+    __tablename__: ClassVar[str] = "host_slot"
+
+    host: str = Field(max_length=255, primary_key=True)
+    last_at: float | None = None
+    deferred_until: float | None = None
+
+
 def _table(model: type[SQLModel]) -> sa.Table:
     table = model.__table__  # type: ignore[attr-defined]
     assert isinstance(table, sa.Table)
@@ -202,3 +213,4 @@ mention_watch = _table(MentionWatchRow)
 source_state = _table(SourceStateRow)
 run = _table(RunRow)
 enrichment = _table(EnrichmentRow)
+host_slot = _table(HostSlotRow)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from enrich.base import Enrichment
 from listener.errors import StorageError
 from listener.types import Cursor, Mention, utcnow
-from storage import backfill, db, enrichments, ingest, maintenance
+from storage import backfill, db, enrichments, host_slots, ingest, maintenance
 from storage import search as queries
 from storage.models import mention, run, source_state
 from storage.records import RunInfo, SaveResult, SearchPage, SourceState, run_info, to_mention
@@ -155,6 +155,11 @@ class Store:
                 "total_mentions": total,
             }
             ingest.ensure_source(conn, source, cleared, cleared)
+
+    def host_slots(self) -> host_slots.HostSlots:
+        """Each host's request slots in this database, for `HttpClient(slots=...)`: every process using
+        the database then keeps one rate (and one Retry-After) per host together."""
+        return host_slots.HostSlots(lambda what: self._tx(what, write=True))
 
     # --- runs and health ---------------------------------------------------------------------------
 
