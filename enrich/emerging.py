@@ -125,6 +125,7 @@ class EmergingCluster:
     new: bool = True
     previous_size: int = 0
     first_seen: str = ""
+    members: list[str] = field(default_factory=list, repr=False)  # mention ids, for counting per period
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -208,7 +209,7 @@ def build_clusters(
         cent /= max(float(np.linalg.norm(cent)), 1e-9)
         central = [g[int(k)] for k in np.argsort(-(vecs[g] @ cent))[:3]]
         quotes = [{"id": mentions[i].id, "text": mention_text(mentions[i])[:240]} for i in central]
-        out.append(EmergingCluster("", len(g), kw, quotes, cent))
+        out.append(EmergingCluster("", len(g), kw, quotes, cent, members=[mentions[i].id for i in g]))
     return out
 
 

@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
             if name and job.name not in name:
                 continue
             ed = build_email_digest(ctx.store(), config, until=end, period=parse_period(since) if since else job.since,
-                                    watches=job.watches, name=job.name, link=job.link)
+                                    watches=job.watches, name=job.name, link=job.link, topics=job.topics)
             if dry_run:
                 out = digest_outgoing(ed)
                 console.print(f"[bold]{escape(job.name)}[/]: {escape(out.subject)}", highlight=False)

@@ -43,6 +43,7 @@ from listener.digest_html import (
     render_standalone,
     safe_url,
 )
+from listener.digest_topics import as_data as topics_data
 from listener.errors import ConfigError, ListenerError
 from listener.types import utcnow
 from storage import Store
@@ -90,6 +91,7 @@ class DigestJob:
     format: str = "html"
     link: str | None = None
     targets: tuple[Target, ...] = ()
+    topics: tuple[str, ...] = ()  # the taxonomy topics its "Topics and aspects" section shows (all if empty)
 
 
 @dataclass
@@ -172,8 +174,12 @@ def digest_jobs(config: Config) -> list[DigestJob]:
             since = parse_duration(table.get("since", "24h"))
         except ValueError as exc:
             raise ConfigError(str(exc), path=path, key=f"digest.{name}.since") from None
+        topics = table.get("topics") or []
+        topics = [topics] if isinstance(topics, str) else topics
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            raise ConfigError("topics must be a list of topic names", path=path, key=f"digest.{name}.topics")
         jobs.append(DigestJob(name, tuple(watches), since, fmt, table.get("link"),
-                              parse_targets(table.get("deliver"), f"digest.{name}.deliver", path)))
+                              parse_targets(table.get("deliver"), f"digest.{name}.deliver", path), tuple(topics)))
     return jobs
 
 
@@ -316,6 +322,7 @@ def digest_data(ed: EmailDigest) -> dict[str, Any]:
         "wants": [{"key": w.key, "count": w.count, "previous": w.previous, "quotes": [quote(q) for q in w.quotes]}
                   for w in ed.wants],
         "health": [{"source": h.source, "problem": h.problem} for h in d.health],
+        "topics": topics_data(d.topics),
         "link": ed.link,
     }
 
@@ -340,6 +347,11 @@ def digest_slack(ed: EmailDigest) -> dict[str, Any]:
             who = slack_escape(q.author or "someone") + (f" · <{url}|{slack_escape(q.source)}>" if url else "")
             text = f"*{w.title}* ({w.count})\n>{slack_escape(q.text)}\n— {who}"
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}})
+    movers = ed.base.topics.movers if ed.base.topics else []
+    if movers:
+        lines = [f"• *{slack_escape(t.name)}* {t.previous} → {t.count}" for t in movers]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": ("*Biggest topic movers*\n"
+                                                                              + "\n".join(lines))[:2900]}})
     if ed.link:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "Open the full digest"}, "url": ed.link}]})
@@ -378,7 +390,7 @@ def deliver_digest(digest: Digest | EmailDigest, config: Config, *, store: Store
             continue
         if store is not None:
             ed = build_email_digest(store, config, since=digest.since, until=digest.until, watches=job.watches,
-                                    name=job.name, link=job.link)
+                                    name=job.name, link=job.link, topics=job.topics)
         else:
             ed = from_digest(digest, job.name, job.link)
         results += send_all(digest_outgoing(ed), job.targets, default_format=job.format)

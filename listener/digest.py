@@ -8,13 +8,18 @@ Fields that need enrichment (sentiment) degrade gracefully when a mention has no
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from listener.config import Config
 from listener.types import Mention, utcnow
 from storage import Store
+
+if TYPE_CHECKING:
+    from listener.digest_topics import TopicsSection
 
 SENTIMENTS = ("positive", "neutral", "negative")
 
@@ -56,6 +61,7 @@ class Digest:
     sentiment: Counter[str]
     watches: list[WatchSummary]
     health: list[SourceHealthLine]
+    topics: TopicsSection | None = None  # "Topics and aspects" (listener.digest_topics)
 
     @property
     def net_sentiment(self) -> float | None:
@@ -99,7 +105,12 @@ def build_digest(
     until: datetime | None = None,
     period: timedelta = timedelta(hours=24),
     quotes_per_watch: int = 3,
+    watches: Sequence[str] = (),
+    topics: Sequence[str] = (),
 ) -> Digest:
+    """`watches`/`topics` scope the topics section to a team's watches and taxonomy topics."""
+    from listener.digest_topics import build_topics_section
+
     until = until or utcnow()
     since = since or until - period
     length = until - since
@@ -110,7 +121,7 @@ def build_digest(
         enrichments = store.enrichments_for([m.id for m in mentions], stage="sentiment")
         labels = {mid: (stages.get("sentiment") or {}).get("label") for mid, stages in enrichments.items()}
     prev_by_watch = Counter(w for m in previous for w in m.matched)
-    watches: list[WatchSummary] = []
+    summaries: list[WatchSummary] = []
     for watch in config.watches:
         hits = [m for m in mentions if watch.name in m.matched]
         summary = WatchSummary(watch.name, watch.competitor, len(hits), prev_by_watch[watch.name])
@@ -124,7 +135,7 @@ def build_digest(
             summary.quotes.append(make_quote(m, labels.get(m.id)))
             if len(summary.quotes) >= quotes_per_watch:
                 break
-        watches.append(summary)
+        summaries.append(summary)
     health = []
     for state in store.source_states():
         if state.consecutive_failures:
@@ -142,8 +153,9 @@ def build_digest(
         by_source=Counter(m.source for m in mentions),
         by_kind=Counter(m.kind for m in mentions),
         sentiment=sentiment,
-        watches=watches,
+        watches=summaries,
         health=health,
+        topics=build_topics_section(store, mentions, previous, since, until, watches=watches, topics=topics),
     )
 
 
@@ -169,6 +181,8 @@ def _sentiment_line(c: Counter[str]) -> str:
 
 
 def render_markdown(d: Digest) -> str:
+    from listener.digest_topics import render_markdown as topics_markdown
+
     fmt = "%Y-%m-%d %H:%M"
     lines = [
         f"# Customer voice digest — {d.since:{fmt}} → {d.until:{fmt}} UTC",
@@ -201,10 +215,13 @@ def render_markdown(d: Digest) -> str:
             lines.append(f"> {_md_escape(q.text)}\n> — {who}, {q.created_at:%b %d}{mood}{link}\n")
         if not w.quotes:
             lines += ["_No mentions in this period._", ""]
+    lines += topics_markdown(d.topics, bool(d.total))
     return "\n".join(lines).rstrip() + "\n"
 
 
 def render_text(d: Digest) -> str:
+    from listener.digest_topics import render_text as topics_text
+
     fmt = "%Y-%m-%d %H:%M"
     out = [
         f"Customer voice digest {d.since:{fmt}} -> {d.until:{fmt}} UTC",
@@ -222,4 +239,5 @@ def render_text(d: Digest) -> str:
         ]
         for q in w.quotes:
             out.append(f'  "{q.text}" — {q.author or "someone"} ({q.source}) {q.url or ""}'.rstrip())
+    out += topics_text(d.topics, bool(d.total))
     return "\n".join(out) + "\n"

@@ -32,6 +32,7 @@ from listener.digest import (
     make_quote,
     safe_url,
 )
+from listener.digest_topics import pts, rise, signed
 from listener.types import Mention, utcnow
 from storage import Store
 
@@ -201,16 +202,23 @@ def source_health(store: Store, config: Config, until: datetime) -> list[SourceH
 def build_email_digest(
     store: Store, config: Config, *, since: datetime | None = None, until: datetime | None = None,
     period: timedelta = timedelta(hours=24), watches: Sequence[str] = (), name: str = "default",
-    link: str | None = None,
+    link: str | None = None, topics: Sequence[str] = (),
 ) -> EmailDigest:
-    """The lead's digest plus series, channels, want-lists and share of voice; `watches` narrows to a team's."""
+    """The lead's digest plus series, channels, want-lists and share of voice; `watches` narrows to a team's
+    watches, `topics` its "Topics and aspects" section to those taxonomy topics."""
+    from listener.errors import ConfigError
+
     unknown = sorted(set(watches) - {w.name for w in config.watches})
     if unknown:
-        from listener.errors import ConfigError
-
         raise ConfigError(f"digest {name!r} names unknown watch(es): {', '.join(unknown)}")
+    if topics:
+        from enrich.topics import taxonomy_from_config
+
+        unknown = sorted(set(topics) - {t.name for t in taxonomy_from_config(config)})
+        if unknown:
+            raise ConfigError(f"digest {name!r} names unknown topic(s): {', '.join(unknown)}")
     scoped = replace(config, watches=tuple(w for w in config.watches if w.name in watches)) if watches else config
-    base = build_digest(store, scoped, since=since, until=until, period=period)
+    base = build_digest(store, scoped, since=since, until=until, period=period, watches=watches, topics=topics)
     length = base.until - base.since
     start = min(base.since - length, base.until - timedelta(days=CHART_DAYS))
     window = store.mentions_between(start, base.until, watches=tuple(watches))
@@ -378,6 +386,9 @@ def template_env() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["safe_url"] = safe_url
     env.filters["pct"] = lambda x: f"{x:.0%}"
+    env.filters["signed"] = signed
+    env.filters["pts"] = pts
+    env.filters["rise"] = lambda t: rise(t.count, t.previous)
     return env
 
 
