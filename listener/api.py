@@ -73,6 +73,10 @@ class GroupBy(str, Enum):
     source = "source"
     kind = "kind"
     watch = "watch"
+    topic = "topic"
+    intent = "intent"
+    stage = "stage"
+    lang = "lang"
     sentiment = "sentiment"
 
 
@@ -254,14 +258,14 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
             sentiment=sentiment.value if sentiment else None,
             canonical_only=canonical_only,
             semantic=semantic,
+            min_score=min_score,
         )
         try:
             page = run_query(store, query)
         except ValueError as exc:  # bad query syntax or page token
             bad_cursor = "cursor" in str(exc)
             raise invalid("after" if bad_cursor else "q", str(exc), after if bad_cursor else q) from None
-        items = [i for i in page.items if min_score is None or (i.mention.score or 0) >= min_score]
-        rows = rows_with_sentiment(store, items)
+        rows = rows_with_sentiment(store, page.items)
         if format is Format.json:
             enrich = store.enrichments_for([r["id"] for r in rows]) if rows else {}
             for r in rows:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from enrich.base import Enrichment
 from listener.types import Mention
+from storage import labels
 from storage.ingest import chunks
 from storage.models import enrichment, mention
 from storage.records import to_mention
@@ -50,14 +51,21 @@ def count_unenriched(conn: Connection, stage: str, model_version: str) -> int:
 
 
 def save(conn: Connection, items: Sequence[Enrichment], now: datetime) -> int:
-    """Upsert; results for mentions purged meanwhile are dropped instead of failing the batch."""
+    """Upsert, and refresh the mentions' labels from these (now newest) results.
+
+    Results for mentions purged meanwhile are dropped instead of failing the batch.
+    """
     latest: dict[tuple[str, str, str], Enrichment] = {}
     for item in items:
         latest[(item.mention_id, item.stage, item.model_version)] = item
     ids = sorted({key[0] for key in latest})
-    known: set[str] = set()
+    seqs: dict[str, int] = {}
     for part in chunks(ids):
-        known.update(conn.execute(sa.select(mention.c.id).where(mention.c.id.in_(part))).scalars())
+        seqs.update(
+            (row.id, row.seq)
+            for row in conn.execute(sa.select(mention.c.id, mention.c.seq).where(mention.c.id.in_(part)))
+        )
+    known = seqs.keys()
     rows = [
         {
             "mention_id": e.mention_id,
@@ -78,6 +86,9 @@ def save(conn: Connection, items: Sequence[Enrichment], now: datetime) -> int:
         set_={"data": stmt.excluded.data, "created_at": stmt.excluded.created_at},
     )
     conn.execute(stmt, rows)
+    # Same created_at for the whole batch: like `results_for`, the greatest model version wins a tie.
+    newest = {(e.mention_id, e.stage): e for _, e in sorted(latest.items()) if e.mention_id in known}
+    labels.replace(conn, ((seqs[mid], stage, e.data) for (mid, stage), e in newest.items()))
     return len(rows)
 
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from listener.types import as_utc
-from storage.models import enrichment, mention, mention_watch, source_state
+from storage.models import enrichment, mention, mention_label, mention_watch, source_state
 
 CHECK_CHUNK = 2000
 
@@ -109,6 +109,7 @@ def purge(conn: Connection, *, source: str | None, author: str | None, before: d
     # Explicit, not only ON DELETE CASCADE: stays correct for a database once opened with foreign keys off.
     conn.execute(sa.delete(enrichment).where(enrichment.c.mention_id.in_(doomed)))
     conn.execute(sa.delete(mention_watch).where(mention_watch.c.mention_id.in_(doomed)))
+    conn.execute(sa.delete(mention_label).where(mention_label.c.seq.in_(sa.select(mention.c.seq).where(*where))))
     deleted = conn.execute(sa.delete(mention).where(*where)).rowcount
     actual = (
         sa.select(sa.func.count())

@@ -96,6 +96,11 @@ def _dt(*, nullable: bool = True) -> Any:
     return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
 
 
+_LIVE_SQLITE = sa.text("deleted = 0")
+_LIVE_PG = sa.text("deleted = false")
+_THREADED = sa.text("thread_id IS NOT NULL")
+
+
 class MentionRow(SQLModel, table=True):
     __tablename__: ClassVar[str] = "mention"
     __table_args__ = (
@@ -103,6 +108,25 @@ class MentionRow(SQLModel, table=True):
         sa.Index("ix_mention_created_at", "created_at"),
         sa.Index("ix_mention_kind", "kind"),
         sa.Index("ix_mention_author", "author"),
+        # Live mentions only (every read filters deleted = false): time-range COUNTs read just the index.
+        sa.Index(
+            "ix_mention_live_created_at", "created_at", "source", sqlite_where=_LIVE_SQLITE, postgresql_where=_LIVE_PG
+        ),
+        sa.Index(
+            "ix_mention_live_source_created_at",
+            "source",
+            "created_at",
+            sqlite_where=_LIVE_SQLITE,
+            postgresql_where=_LIVE_PG,
+        ),
+        sa.Index(
+            "ix_mention_source_thread",
+            "source",
+            "thread_id",
+            "created_at",
+            sqlite_where=_THREADED,
+            postgresql_where=_THREADED,
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -143,6 +167,26 @@ class MentionWatchRow(SQLModel, table=True):
         sa_column=sa.Column(sa.String(64), sa.ForeignKey("mention.id", ondelete="CASCADE"), primary_key=True)
     )
     watch: str = Field(max_length=200, primary_key=True)
+
+
+class MentionLabelRow(SQLModel, table=True):
+    """The newest enrichment's labels (name: topic/intent/stage/lang/sentiment/canonical, lowercased value).
+
+    Rows, not JSON, so label filters and stats grouped by label are indexed joins (see storage.labels).
+    """
+
+    __tablename__: ClassVar[str] = "mention_label"
+    __table_args__ = (sa.Index("ix_mention_label_name_value", "name", "value", "seq"),)
+
+    seq: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            sa.ForeignKey("mention.seq", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    name: str = Field(max_length=20, primary_key=True)
+    value: str = Field(max_length=200, primary_key=True)
 
 
 class SourceStateRow(SQLModel, table=True):
@@ -210,6 +254,7 @@ def _table(model: type[SQLModel]) -> sa.Table:
 metadata = SQLModel.metadata
 mention = _table(MentionRow)
 mention_watch = _table(MentionWatchRow)
+mention_label = _table(MentionLabelRow)
 source_state = _table(SourceStateRow)
 run = _table(RunRow)
 enrichment = _table(EnrichmentRow)

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from listener.types import Mention, as_utc
+from storage import labels as label_rows
 from storage.fts import fts5_match, parse_search, pg_tsquery
 from storage.models import UTCDateTime, mention, mention_watch
 from storage.records import SearchPage, StoredMention, to_mention
@@ -47,6 +48,24 @@ class Filters:
     until: datetime | None = None
     authors: Sequence[str] = ()
     include_deleted: bool = False
+    labels: Sequence[tuple[str, str]] = ()
+    """(name, value) pairs that must all hold: topic, intent, stage, lang, sentiment (storage.labels)."""
+    canonical_only: bool = False
+    min_score: float | None = None
+    """Minimum engagement; a mention without a score counts as 0."""
+    rare_labels: frozenset[tuple[str, str]] = frozenset()
+    """Labels so rare that their rows should drive the query (set by `with_rare_labels`)."""
+
+    def with_rare_labels(self, conn: Connection) -> Filters:
+        return replace(self, rare_labels=label_rows.rare(conn, self.labels)) if self.labels else self
+
+    @property
+    def narrows(self) -> bool:
+        """Anything beyond "live mentions" (every search also has deleted = false)."""
+        return bool(
+            self.sources or self.kinds or self.watches or self.since or self.until or self.authors or self.labels
+            or self.canonical_only or self.min_score is not None or self.include_deleted
+        )  # fmt: skip
 
     def clauses(self) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = []
@@ -65,6 +84,13 @@ class Filters:
             where.append(mention.c.created_at >= as_utc(self.since))
         if self.until is not None:
             where.append(mention.c.created_at < as_utc(self.until))
+        for name, value in self.labels:
+            rare = (name, value) in self.rare_labels
+            where.append(label_rows.in_label(name, value) if rare else label_rows.has_label(name, value))
+        if self.canonical_only:
+            where.append(label_rows.is_canonical())
+        if self.min_score is not None:
+            where.append(sa.func.coalesce(mention.c.score, 0) >= self.min_score)
         if not self.include_deleted:
             where.append(mention.c.deleted == sa.false())
         return where
@@ -143,6 +169,7 @@ def search(
         raise ValueError(f"unknown sort {sort!r} (use one of: {', '.join(SORTS)})")
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    filters = filters.with_rare_labels(conn)
     plan = _plan(query, filters, conn.dialect.name)
     rank, where = plan.rank, plan.where
     if sort == "relevance" and rank is None:
@@ -169,12 +196,16 @@ def search(
         .order_by(key.desc() if descending else key.asc(), mention.c.seq.desc())
         .limit(limit + 1)
     )
+    keys: Sequence[Any] | None = None
     if plan.match is not None and sort == "newest" and conn.dialect.name == "sqlite":
         hits = conn.execute(sa.select(sa.func.count()).select_from(_FTS).where(plan.match)).scalar_one()
         if hits > TIME_DRIVEN_ABOVE:
             rows = conn.execute(sa.select(sa.func.max(mention.c.seq))).scalar_one() or 0
             page = _time_driven(plan, where, key, limit, probe=hits * 4 > rows)
-    keys = conn.execute(page).all()
+    elif sort == "relevance" and conn.dialect.name == "sqlite" and not filters.narrows:
+        keys = _ranked_in_fts(conn, plan, limit, after)
+    if keys is None:
+        keys = conn.execute(page).all()
     seqs = [row.seq for row in keys[:limit]]
     columns: list[Any] = [*mention.c]
     if plan.snippet is not None:
@@ -196,6 +227,42 @@ def search(
         last_key = last._key.isoformat() if sort == "newest" else float(last._key)
         next_after = _encode(sort, last_key, last.seq)
     return SearchPage(items=items, next_after=next_after)
+
+
+def _ranked_in_fts(conn: Connection, plan: _Plan, limit: int, after: str | None) -> Sequence[Any] | None:
+    """Unfiltered relevance on SQLite: rank inside FTS5 (bm25 + top-N, no join), then drop deleted rows.
+
+    Joining every match to `mention` first costs as much again as bm25 itself. None when deleted
+    mentions ate into the over-fetched candidates (the caller then runs the join plan).
+    """
+    assert plan.match is not None and plan.rank is not None
+    rank, rowid = plan.rank, _FTS.c.rowid
+    wanted = 2 * (limit + 1)
+    stmt = sa.select(rowid.label("seq"), rank.label("_key")).select_from(_FTS).where(plan.match)
+    if after is not None:
+        last_key, last_seq = _decode(after, "relevance")
+        bound = sa.bindparam("after_key", last_key, type_=sa.Float)
+        stmt = stmt.where(sa.or_(rank > bound, sa.and_(rank == bound, rowid < last_seq)))
+    candidates = conn.execute(stmt.order_by(sa.literal_column("_key"), rowid.desc()).limit(wanted)).all()
+    seqs = [row.seq for row in candidates]
+    alive = sa.select(mention.c.seq).where(mention.c.seq.in_(seqs), mention.c.deleted == sa.false())
+    live = set(conn.execute(alive).scalars())
+    keys = [row for row in candidates if row.seq in live]
+    if len(keys) > limit or len(candidates) < wanted:
+        return keys[: limit + 1]
+    return None
+
+
+def thread(conn: Connection, source: str, thread_id: str, limit: int) -> list[StoredMention]:
+    """Live mentions of one source's thread, oldest first (index on source, thread_id)."""
+    stmt = (
+        sa.select(mention)
+        .where(mention.c.source == source, mention.c.thread_id == thread_id, mention.c.deleted == sa.false())
+        .order_by(mention.c.created_at, mention.c.seq)
+        .limit(limit)
+    )
+    rows = conn.execute(stmt).mappings()
+    return [StoredMention(mention=to_mention(row), id=row["id"], seq=row["seq"]) for row in rows]
 
 
 def _time_driven(
@@ -226,7 +293,7 @@ def _time_driven(
 
 
 def count(conn: Connection, query: str | None, filters: Filters) -> int:
-    plan = _plan(query, filters, conn.dialect.name)
+    plan = _plan(query, filters.with_rare_labels(conn), conn.dialect.name)
     return int(conn.execute(sa.select(sa.func.count()).select_from(plan.from_).where(*plan.where)).scalar_one())
 
 

@@ -7,7 +7,7 @@ see SQLAlchemy. Ingestion is the hot path (see storage.ingest); queries live in 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,17 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from enrich.base import Enrichment
 from listener.errors import StorageError
-from listener.types import Cursor, Mention, utcnow
-from storage import backfill, db, enrichments, host_slots, ingest, maintenance
+from listener.types import Cursor, Mention, as_utc, utcnow
+from storage import backfill, db, enrichments, host_slots, ingest, maintenance, stats
 from storage import search as queries
 from storage.models import mention, run, source_state
-from storage.records import RunInfo, SaveResult, SearchPage, SourceState, run_info, to_mention
+from storage.records import RunInfo, SaveResult, SearchPage, SourceState, StoredMention, run_info, to_mention
 
 RUN_STATUSES = ("ok", "failed", "partial")
+
+
+def _pairs(labels: Mapping[str, str | None] | None) -> tuple[tuple[str, str], ...]:
+    return tuple((name, value) for name, value in (labels or {}).items() if value)
 
 
 class Store:
@@ -272,13 +276,19 @@ class Store:
         after: str | None = None,
         sort: str = "newest",
         include_deleted: bool = False,
+        labels: Mapping[str, str | None] | None = None,
+        canonical_only: bool = False,
+        min_score: float | None = None,
     ) -> SearchPage:
         """Watch-query language search (`acme OR "acme cloud" -hiring`), filters, keyset pages.
 
         sort: "newest" | "relevance" (needs a query, else newest) | "engagement" (score).
+        labels: {"topic"|"intent"|"stage"|"lang"|"sentiment": value} on the newest enrichments (None = any).
         Pass `page.next_after` as `after` for the next page; a bad token is ValueError.
         """
-        filters = queries.Filters(sources, kinds, watches, since, until, authors, include_deleted)
+        filters = queries.Filters(
+            sources, kinds, watches, since, until, authors, include_deleted, _pairs(labels), canonical_only, min_score
+        )
         with self._tx("search mentions") as conn:
             return queries.search(conn, query, filters, limit=limit, after=after, sort=sort)
 
@@ -293,10 +303,39 @@ class Store:
         until: datetime | None = None,
         authors: Sequence[str] = (),
         include_deleted: bool = False,
+        labels: Mapping[str, str | None] | None = None,
+        canonical_only: bool = False,
+        min_score: float | None = None,
     ) -> int:
-        filters = queries.Filters(sources, kinds, watches, since, until, authors, include_deleted)
+        filters = queries.Filters(
+            sources, kinds, watches, since, until, authors, include_deleted, _pairs(labels), canonical_only, min_score
+        )
         with self._tx("count mentions") as conn:
             return queries.count(conn, query, filters)
+
+    def volume(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        bucket: str = "day",
+        group_by: str = "none",
+        sources: Sequence[str] = (),
+        watches: Sequence[str] = (),
+    ) -> tuple[int, dict[str, dict[str, int]]]:
+        """(mentions created in [since, until), group → bucket start ISO → count) for charts and /api/stats.
+
+        bucket: hour | day | week (UTC, weeks start on Monday); group_by: none | source | kind | watch |
+        topic | intent | stage | lang | sentiment (newest enrichment; "unknown" when there is none).
+        """
+        filters = queries.Filters(sources=sources, watches=watches, since=since, until=until)
+        with self._tx("count mentions over time") as conn:
+            return stats.volume(conn, as_utc(since), as_utc(until), bucket, group_by, filters)
+
+    def thread(self, source: str, thread_id: str, *, limit: int = 50) -> list[StoredMention]:
+        """Live mentions of one thread in one source, oldest first."""
+        with self._tx("read thread") as conn:
+            return queries.thread(conn, source, thread_id, limit)
 
     def get_mention(self, mention_id: str) -> Mention | None:
         with self._tx("read mention") as conn:

@@ -25,7 +25,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "postgres":
         s = Store.open(request.getfixturevalue("pg_shared_url"))
         with s.engine.begin() as conn:
-            conn.exec_driver_sql("TRUNCATE mention, mention_watch, enrichment, run, source_state RESTART IDENTITY")
+            conn.exec_driver_sql(
+                "TRUNCATE mention, mention_watch, mention_label, enrichment, run, source_state RESTART IDENTITY"
+            )
     else:
         s = Store.open(tmp_path / "listener.db")
     try:
