@@ -9,21 +9,20 @@ hard swing in 4 mentions never outranks a real one in 40. `min_count` gates both
 Buckets are aligned to `now`, so the newest full hour is compared the moment a fetch lands.
 
 One incident is one alert: a watch that alerted stays quiet for `cooldown`, whatever crossed.
-State lives in `<db>.alerts.jsonl` through `AlertLog` until storage grows an alert table.
-"New topic growing fast" needs topic clusters and waits for the insight layer.
+History lives in the store's alert table (`AlertHistory`), so several daemons on one PostgreSQL
+database share the cooldown; an older `<db>.alerts.jsonl` is imported once and renamed `.imported`.
+"New topic growing fast" (emerging clusters) is in `listener.alerts_emerging`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
-import os
 import statistics
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,7 +34,7 @@ from listener.delivery import Outgoing, Target, parse_targets, send_all, slack_e
 from listener.digest_html import dedup_quotes, safe_url, template_env
 from listener.errors import ConfigError
 from listener.types import Mention, as_utc, utcnow
-from storage import Store
+from storage import AlertRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +91,9 @@ class Signal:
     count: int
 
     def describe(self) -> str:
+        if self.metric == "cluster_growth":
+            return (f"{self.value:.0f} mentions in the last window vs {self.baseline:.0f} in the one before "
+                    f"({self.z:.1f}×)")
         if self.metric == "volume":
             return f"volume {self.value:.0f}/h vs typical {self.baseline:.1f}/h at this hour (z {self.z:.1f})"
         return (f"negative share {self.value:.0%} vs baseline {self.baseline:.0%} "
@@ -152,7 +154,7 @@ def share_signal(negative: int, rated: int, history: Sequence[tuple[int, int]], 
 
 @dataclass
 class Alert:
-    watch: str
+    watch: str  # what the alert is about: the watch, or the emerging cluster's id
     at: datetime
     window_start: datetime
     window_end: datetime
@@ -161,88 +163,146 @@ class Alert:
     link: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+    kind: str = "spike"  # "spike" | "emerging"
+    details: dict[str, Any] = field(default_factory=dict)  # emerging: keywords, cluster size, member ids
+
+    @property
+    def key(self) -> str:
+        """The incident this alert is about: the cooldown is per key."""
+        return f"{self.kind}:{self.watch}"
+
+    @property
+    def title(self) -> str:
+        if self.kind == "emerging":
+            return "New topic growing fast: " + ", ".join(self.details.get("keywords", [])[:4])
+        return f"Spike on {self.watch}"
 
     @property
     def headline(self) -> str:
-        return f"Spike on {self.watch}: " + "; ".join(sig.describe() for sig in self.signals)
+        return f"{self.title}: " + "; ".join(sig.describe() for sig in self.signals)
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("at", "window_start", "window_end"):
             data[key] = getattr(self, key).isoformat()
-        return json.dumps(data, ensure_ascii=False, default=str)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, default=str)
 
     @classmethod
-    def from_json(cls, text: str) -> Alert:
-        data = json.loads(text)
+    def from_dict(cls, raw: dict[str, Any]) -> Alert:
+        data = dict(raw)
         for key in ("at", "window_start", "window_end"):
             data[key] = as_utc(datetime.fromisoformat(data[key]))
         data["signals"] = [Signal(**sig) for sig in data["signals"]]
         return cls(**data)
 
+    @classmethod
+    def from_json(cls, text: str) -> Alert:
+        return cls.from_dict(json.loads(text))
 
-class AlertLog:
-    """Append-only alert history (one JSON object per line) answering "when did this watch last alert?".
+    def record(self) -> AlertRecord:
+        return AlertRecord(self.id, self.kind, self.key, self.watch, self.at, json.loads(self.to_json()))
 
-    Storage is the only place that talks SQL, so this stays a file beside the database until the
-    store offers `record_alert`/`alerts_since`/`last_alert(key)` (see the module docstring).
+
+class AlertHistory:
+    """Alert history in the store: "did this incident already alert?" and "what alerted lately?".
+
+    On first use an older JSONL history beside the database is imported and renamed `.imported`,
+    so upgrading loses no history and the cooldown of an alert fired just before still holds.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     @classmethod
-    def beside(cls, store: Store, config: Config) -> AlertLog:
-        database = store.engine.url.database if store.dialect == "sqlite" else None
-        if database and database != ":memory:":
-            return cls(f"{database}.alerts.jsonl")
-        base = config.path.parent if config.path is not None else Path.cwd()
-        return cls(base / "listener.alerts.jsonl")
+    def open(cls, store: Store, config: Config) -> AlertHistory:
+        history = cls(store)
+        history.import_legacy(legacy_path(store, config))
+        return history
 
-    def read(self) -> list[Alert]:
+    def import_legacy(self, path: Path) -> int:
+        """Import a JSONL alert file once; unreadable lines are logged and skipped, the file kept as `.imported`."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
-            return []
-        out = []
+            return 0
+        records = []
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                out.append(Alert.from_json(line))
-            except (ValueError, TypeError, KeyError) as exc:  # one bad line must not silence every alert
-                log.warning("%s:%d: skipping unreadable alert record (%s)", self.path, n, exc)
-        return out
+                records.append(Alert.from_json(line).record())
+            except (ValueError, TypeError, KeyError) as exc:  # one bad line must not block the rest
+                log.warning("%s:%d: skipping unreadable alert record (%s)", path, n, exc)
+        added = self.store.import_alerts(records)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent process imported it first (idempotent)
+            path.replace(path.with_name(path.name + ".imported"))
+        log.info("imported %d alert(s) from %s into the database (file kept as .imported)", added, path)
+        return added
 
-    def append(self, alert: Alert) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (alert.to_json() + "\n").encode("utf-8"))  # one write: lines never interleave
-        finally:
-            os.close(fd)
+    def claim(self, alert: Alert, cooldown: timedelta,
+              same_incident: Callable[[Alert], bool] | None = None) -> Alert | None:
+        """Record `alert` unless its incident alerted within `cooldown`; returns that earlier alert, else None."""
+        match = None if same_incident is None else (lambda r: _is_same(r, same_incident))
+        earlier = self.store.claim_alert(alert.record(), cooldown, match)
+        return _from_record(earlier) if earlier is not None else None
 
-    def latest(self) -> dict[str, Alert]:
-        """Each watch's newest alert: what the cooldown is measured from."""
-        out: dict[str, Alert] = {}
-        for a in self.read():
-            if a.watch not in out or a.at > out[a.watch].at:
-                out[a.watch] = a
-        return out
+    def save(self, alert: Alert) -> None:
+        """Store what changed after the claim (delivery results)."""
+        self.store.update_alert(alert.id, alert.record().data)
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """An exclusive lock (flock on a sidecar file) around check-then-append."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    def since(self, when: datetime, kind: str | None = None) -> list[Alert]:
+        out = []
+        for r in self.store.alerts_since(when, kind=kind):
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                out.append(_from_record(r))
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("skipping unreadable stored alert %s (%s)", r.id, exc)
+        return out
 
-    def since(self, when: datetime) -> list[Alert]:
-        return sorted((a for a in self.read() if a.at >= when), key=lambda a: a.at, reverse=True)
+
+def _from_record(record: AlertRecord) -> Alert:
+    return Alert.from_dict(record.data)
+
+
+def _is_same(record: AlertRecord, same_incident: Callable[[Alert], bool]) -> bool:
+    try:
+        earlier = _from_record(record)
+    except (ValueError, TypeError, KeyError):  # an unreadable row is no reason to stay silent
+        return False
+    return same_incident(earlier)
+
+
+def legacy_path(store: Store, config: Config) -> Path:
+    """Where the pre-database JSONL history was written: beside a SQLite file, else beside the config."""
+    database = store.engine.url.database if store.dialect == "sqlite" else None
+    if database and database != ":memory:":
+        return Path(f"{database}.alerts.jsonl")
+    base = config.path.parent if config.path is not None else Path.cwd()
+    return base / "listener.alerts.jsonl"
+
+
+def fire(history: AlertHistory, alert: Alert, cooldown: timedelta, targets: Sequence[Target], *,
+         deliver: bool = True, same_incident: Callable[[Alert], bool] | None = None) -> bool:
+    """Claim the incident, then deliver: False (nothing sent) when it already alerted within `cooldown`.
+
+    The claim commits before delivery, so a slow SMTP server never holds a lock and a crash mid-delivery
+    leaves the alert listed as not delivered rather than announced twice.
+    """
+    earlier = history.claim(alert, cooldown, same_incident)
+    if earlier is not None:
+        log.info("alert on %s suppressed: same incident as %s (cooldown %s)", alert.watch, earlier.id, cooldown)
+        return False
+    if deliver and targets:
+        results = send_all(alert_outgoing(alert), targets, default_format="json")
+        alert.deliveries = [asdict(r) for r in results]
+        for r in results:
+            if not r.ok:
+                log.error("alert %s to %s failed: %s", alert.id, r.target, r.detail)
+        history.save(alert)
+    return True
 
 
 def _buckets(mentions: Sequence[Mention], labels: dict[str, str | None], now: datetime, s: AlertSettings,
@@ -270,44 +330,27 @@ def detect(mentions: Sequence[Mention], labels: dict[str, str | None], now: date
     return [sig for sig in signals if sig is not None]
 
 
-def check_alerts(store: Store, config: Config, now: datetime | None = None, *, log_: AlertLog | None = None,
-                 deliver: bool = True) -> list[Alert]:
-    """After each fetch: detect spikes per watch, skip watches still in cooldown, record and deliver new alerts.
-
-    The log is locked from the cooldown check to the append, so the daemon and a concurrent
-    `listener alerts --check` cannot both announce one incident.
-    """
+def check_alerts(store: Store, config: Config, now: datetime | None = None, *,
+                 history: AlertHistory | None = None, deliver: bool = True) -> list[Alert]:
+    """After each fetch: detect spikes per watch, skip watches still in cooldown, record and deliver new alerts."""
     s = AlertSettings.from_config(config)
     if not s.enabled or not config.watches:
         return []
     now = as_utc(now or utcnow())
-    history = log_ or AlertLog.beside(store, config)
+    history = history or AlertHistory.open(store, config)
     window = store.mentions_between(now - s.baseline - s.bucket, now)
     labels: dict[str, str | None] = {}
     if window:
         found = store.enrichments_for([m.id for m in window], stage="sentiment")
         labels = {mid: (st.get("sentiment") or {}).get("label") for mid, st in found.items()}
     fired = []
-    with history.locked():
-        latest = history.latest()
-        for watch in config.watches:
-            hits = [m for m in window if watch.name in m.matched]
-            signals = detect(hits, labels, now, s)
-            if not signals:
-                continue
-            last = latest.get(watch.name)
-            if last is not None and now - last.at < s.cooldown:
-                log.info("alert on %s suppressed: same incident as %s (cooldown %s)", watch.name, last.id, s.cooldown)
-                continue
+    for watch in config.watches:
+        hits = [m for m in window if watch.name in m.matched]
+        signals = detect(hits, labels, now, s)
+        if signals:
             alert = _alert(watch.name, hits, labels, signals, now, s)
-            if deliver and s.targets:
-                results = send_all(alert_outgoing(alert), s.targets, default_format="json")
-                alert.deliveries = [asdict(r) for r in results]
-                for r in results:
-                    if not r.ok:
-                        log.error("alert %s to %s failed: %s", alert.id, r.target, r.detail)
-            history.append(alert)
-            fired.append(alert)
+            if fire(history, alert, s.cooldown, s.targets, deliver=deliver):
+                fired.append(alert)
     return fired
 
 
@@ -335,7 +378,7 @@ def alert_outgoing(alert: Alert) -> Outgoing:
     quotes = "\n".join(f">{slack_escape(q['text'])}\n— {slack_escape(q['author'] or 'someone')} "
                        f"({slack_escape(q['source'])})" for q in alert.quotes)
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": f":rotating_light: Spike on {alert.watch}"[:150]}},
+        {"type": "header", "text": {"type": "plain_text", "text": f":rotating_light: {alert.title}"[:150]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(f"• {slack_escape(sig.describe())}"
                                                                          for sig in alert.signals)}},
     ]
@@ -345,7 +388,8 @@ def alert_outgoing(alert: Alert) -> Outgoing:
         button = {"type": "button", "text": {"type": "plain_text", "text": "Open"}, "url": alert.link}
         blocks.append({"type": "actions", "elements": [button]})
     data = {"type": "alert", **json.loads(alert.to_json())}
+    data["details"] = {k: v for k, v in alert.details.items() if k not in ("members", "centroid")}  # dedup only
     data.pop("deliveries", None)
     return Outgoing(subject=alert.headline, text="\n".join(text) + "\n", html=html,
                     documents={"text": "\n".join(text) + "\n", "json": json.dumps(data, ensure_ascii=False, indent=2)},
-                    slack={"text": alert.headline, "blocks": blocks}, data=data)
+                    slack={"text": slack_escape(alert.headline), "blocks": blocks}, data=data)

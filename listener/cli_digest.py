@@ -94,28 +94,31 @@ def register(app: typer.Typer) -> None:
     def alerts(
         typer_ctx: typer.Context,
         since: Annotated[str, typer.Option(help="Show alerts newer than this: 7d, 24h or an ISO date.")] = "7d",
-        check: Annotated[bool, typer.Option("--check", help="Run spike detection now (records and delivers).")] = False,
+        check: Annotated[bool, typer.Option("--check", help="Run spike and emerging-topic detection now "
+                                                           "(records and delivers).")] = False,
     ) -> None:
-        """Recent spike alerts (what crossed what, where they were sent); --check runs detection now."""
-        from listener.alerts import AlertLog, check_alerts
+        """Recent alerts (spikes, new topics growing fast: what crossed what, where they were sent)."""
+        from listener.alerts import AlertHistory, check_alerts
+        from listener.alerts_emerging import check_emerging_alerts
 
         ctx = ctx_of(typer_ctx)
         config = ctx.config(required=check)
         store = ctx.store()
-        history = AlertLog.beside(store, config)
+        history = AlertHistory.open(store, config)
         if check:
-            fired = check_alerts(store, config, log_=history)
-            names = ", ".join(a.watch for a in fired)
+            fired = check_alerts(store, config, history=history)
+            fired += check_emerging_alerts(store, config, history=history)
+            names = ", ".join(a.title for a in fired)
             console.print(f"{len(fired)} new alert(s)" + (f": {escape(names)}" if fired else ""), highlight=False)
         start = parse_when(since)
         assert start is not None
         recent = history.since(start)
-        table = Table(title=escape(f"{len(recent)} alert(s) since {start:%Y-%m-%d %H:%M} UTC ({history.path})"))
-        for col in ("when (UTC)", "watch", "what crossed", "delivered", "link"):
+        table = Table(title=escape(f"{len(recent)} alert(s) since {start:%Y-%m-%d %H:%M} UTC ({store.display_url})"))
+        for col in ("when (UTC)", "about", "what crossed", "delivered", "link"):
             table.add_column(col, overflow="fold")
         for a in recent:
             sent = ", ".join(("ok " if d.get("ok") else "FAILED ") + str(d.get("target", "")) for d in a.deliveries)
             crossed = "; ".join(s.describe() for s in a.signals)
-            cells = (a.watch, crossed, sent or "not delivered (no targets)", a.link or "")
+            cells = (a.title, crossed, sent or "not delivered (no targets)", a.link or "")
             table.add_row(f"{a.at:%Y-%m-%d %H:%M}", *map(escape, cells))
         console.print(table)

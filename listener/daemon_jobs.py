@@ -27,7 +27,8 @@ log = logging.getLogger("listener.daemon")
 
 
 class AlertCheck:
-    """Spike checks after fetches, at most once per `min_interval`; a skipped check stays pending.
+    """Spike checks after fetches, at most once per `min_interval` (emerging topics: `[alerts.emerging] every`);
+    a skipped check stays pending.
 
     Each check reads the baseline window from the store, so running it after every busy fetch costs
     memory and I/O for nothing; the daemon's periodic `alerts` job runs what is still pending.
@@ -38,6 +39,7 @@ class AlertCheck:
         self._clock = clock
         self._lock = threading.Lock()
         self._last: float | None = None
+        self._last_emerging: float | None = None
         self.pending = False
 
     def mark(self) -> None:
@@ -51,8 +53,13 @@ class AlertCheck:
             self.pending = False
             self._last = now
         from listener.alerts import check_alerts
+        from listener.alerts_emerging import EmergingAlertSettings, check_emerging_alerts
 
         alerts = check_alerts(store, config)
+        every = EmergingAlertSettings.from_config(config).every.total_seconds()  # clustering costs more: own pace
+        if self._last_emerging is None or now - self._last_emerging >= every:
+            self._last_emerging = now
+            alerts += check_emerging_alerts(store, config)
         for alert in alerts:
             log.warning("alert: %s", alert.headline, extra={"alert": alert.id, "watch": alert.watch})
         return len(alerts)
@@ -62,7 +69,7 @@ ALERTS = AlertCheck()
 
 
 def after_fetch(run: SourceRun, config: Config, store: Store) -> None:
-    """Hook called after each source run: spike alerts (listener.alerts) when the run stored something new.
+    """Hook called after each source run: spike and emerging-topic alerts when the run stored something new.
 
     Runs on the fetch worker and is throttled (`AlertCheck`); alert delivery failures are logged by
     listener.alerts, anything raised here is logged and ignored by the daemon.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from storage.alerts import AlertRecord
 from storage.records import RunInfo, SaveResult, SearchPage, SourceState, StoredMention
 from storage.store import Store
 
-__all__ = ["RunInfo", "SaveResult", "SearchPage", "SourceState", "Store", "StoredMention"]
+__all__ = ["AlertRecord", "RunInfo", "SaveResult", "SearchPage", "SourceState", "Store", "StoredMention"]

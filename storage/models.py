@@ -245,6 +245,20 @@ class HostSlotRow(SQLModel, table=True):
     deferred_until: float | None = None
 
 
+class AlertRow(SQLModel, table=True):
+    """One fired alert. `key` is what one incident is (a watch, an emerging cluster): the cooldown is per key."""
+
+    __tablename__: ClassVar[str] = "alert"
+    __table_args__ = (sa.Index("ix_alert_key_at", "key", "at"), sa.Index("ix_alert_at", "at"))
+
+    id: str = Field(max_length=32, primary_key=True)
+    kind: str = Field(max_length=20)
+    key: str = Field(max_length=300)
+    subject: str = Field(max_length=300)
+    at: datetime = _dt(nullable=False)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=json_type(), nullable=False)
+
+
 def _table(model: type[SQLModel]) -> sa.Table:
     table = model.__table__  # type: ignore[attr-defined]
     assert isinstance(table, sa.Table)
@@ -259,3 +273,4 @@ source_state = _table(SourceStateRow)
 run = _table(RunRow)
 enrichment = _table(EnrichmentRow)
 host_slot = _table(HostSlotRow)
+alert = _table(AlertRow)

@@ -7,8 +7,8 @@ see SQLAlchemy. Ingestion is the hot path (see storage.ingest); queries live in 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ from sqlalchemy.engine import URL, Connection, Engine
 from enrich.base import Enrichment
 from listener.errors import StorageError
 from listener.types import Cursor, Mention, as_utc, utcnow
-from storage import backfill, db, enrichments, host_slots, ingest, maintenance, stats
+from storage import alerts, backfill, db, enrichments, host_slots, ingest, maintenance, stats
 from storage import search as queries
+from storage.alerts import AlertRecord
 from storage.models import mention, run, source_state
 from storage.records import RunInfo, SaveResult, SearchPage, SourceState, StoredMention, run_info, to_mention
 
@@ -405,3 +406,31 @@ class Store:
         """Delete mentions (AND of the filters given) with their enrichments; returns the count."""
         with self._tx("purge mentions", write=True) as conn:
             return maintenance.purge(conn, source=source, author=author, before=before)
+
+    # --- alerts ------------------------------------------------------------------------------------
+
+    def claim_alert(self, record: AlertRecord, cooldown: timedelta,
+                    same_incident: Callable[[AlertRecord], bool] | None = None) -> AlertRecord | None:
+        """Record an alert unless its incident alerted within `cooldown`: returns that earlier alert, else None.
+
+        The incident is `record.key`, or any recent alert of its kind `same_incident` accepts. Check and
+        insert are one transaction serialised per key (per kind with a predicate), so concurrent
+        checkers announce an incident once.
+        """
+        with self._tx("record alert", write=True) as conn:
+            return alerts.claim(conn, record, cooldown, same_incident)
+
+    def update_alert(self, alert_id: str, data: dict[str, Any]) -> bool:
+        """Replace a stored alert's data (e.g. with its delivery results); False if it no longer exists."""
+        with self._tx("update alert", write=True) as conn:
+            return alerts.update_data(conn, alert_id, data)
+
+    def alerts_since(self, since: datetime, *, kind: str | None = None, limit: int = 500) -> list[AlertRecord]:
+        """Alerts at or after `since`, newest first."""
+        with self._tx("read alerts") as conn:
+            return alerts.since(conn, since, kind, limit)
+
+    def import_alerts(self, records: Sequence[AlertRecord]) -> int:
+        """Add alerts from an older history (ids already stored are skipped); returns how many were added."""
+        with self._tx("import alerts", write=True) as conn:
+            return alerts.import_records(conn, records)

@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from enrich.base import Enrichment
-from listener.alerts import AlertLog, AlertSettings, check_alerts, share_signal, volume_signal
+from listener.alerts import AlertHistory, AlertSettings, check_alerts, share_signal, volume_signal
 from listener.config import parse_config
 from listener.errors import ConfigError
 from listener.types import Mention
@@ -134,9 +134,6 @@ def test_check_alerts_fires_once_per_incident_and_persists(tmp_path: Path) -> No
     _seed(store, NOW, spike=30)
     config = parse_config({**CONFIG, "alerts": {**CONFIG["alerts"], "deliver": [
         {"kind": "file", "path": str(tmp_path / "out" / "alert-{date}.json"), "format": "json"}]}})
-    log = AlertLog.beside(store, config)
-    assert log.path == tmp_path / "t.db.alerts.jsonl"
-
     fired = check_alerts(store, config, NOW)
     assert [a.watch for a in fired] == ["acme"]  # "quiet" has no mentions: no alert
     alert = fired[0]
@@ -150,27 +147,28 @@ def test_check_alerts_fires_once_per_incident_and_persists(tmp_path: Path) -> No
     written = json.loads(next((tmp_path / "out").glob("alert-*.json")).read_text())
     assert written["type"] == "alert" and written["watch"] == "acme"
 
-    # the same incident 30 minutes later (still spiking) stays quiet, also across a restart (file-backed)
+    # the same incident 30 minutes later (still spiking) stays quiet, also across a restart (stored)
+    store.close()
+    store = Store.open(tmp_path / "t.db")
     assert check_alerts(store, config, NOW + timedelta(minutes=30)) == []
-    assert len(AlertLog(log.path).read()) == 1
+    history = AlertHistory(store)
+    assert [a.id for a in history.since(NOW - timedelta(days=1))] == [alert.id]
+    assert history.since(NOW)[0].deliveries[0]["ok"]  # delivery results stored after the claim
 
     # after the cooldown a new spike is a new incident
     later = NOW + timedelta(hours=7)
     _seed(store, later, spike=35, start=10_000)
     again = check_alerts(store, config, later)
     assert [a.watch for a in again] == ["acme"] and again[0].id != alert.id
-    assert [a.id for a in log.since(NOW - timedelta(days=1))] == [again[0].id, alert.id]
+    assert [a.id for a in history.since(NOW - timedelta(days=1))] == [again[0].id, alert.id]
     store.close()
 
 
-def test_no_alert_without_spike_and_corrupt_log_lines_are_skipped(tmp_path: Path) -> None:
+def test_no_alert_without_spike(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "t.db")
     _seed(store, NOW, spike=0)
-    config = parse_config(CONFIG)
-    log = AlertLog.beside(store, config)
-    log.path.write_text("{not json\n", encoding="utf-8")
-    assert check_alerts(store, config, NOW) == []
-    assert log.read() == []
+    assert check_alerts(store, parse_config(CONFIG), NOW) == []
+    assert AlertHistory(store).since(NOW - timedelta(days=30)) == []
     store.close()
 
 
