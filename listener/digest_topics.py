@@ -120,9 +120,8 @@ def build_topics_section(store: Store, current: Sequence[Mention], previous: Seq
               and t.count - t.previous >= 2]
     movers.sort(key=lambda t: (-(t.count - t.previous), -(t.count / max(t.previous, 1)), t.name))
     section.movers = movers[:MAX_MOVERS]
-    for t in section.movers:  # the voices behind the move: the angry ones first when the topic soured
-        change = t.net_change if t.net_change is not None else t.net
-        tone = None if change is None or change == 0 else ("negative" if change < 0 else "positive")
+    for t in section.movers:  # the voices behind the move, in its prevailing tone (angry ones first if net < 0)
+        tone = None if not t.net else ("negative" if t.net < 0 else "positive")
         t.quotes = _evidence_quotes(evidence.get(t.name, []), tone)
     if emerging:
         older: list[Mention] = []
