@@ -5,7 +5,7 @@
 #
 # Without --db it builds the demo database (`listener demo --db`, digest of its last 7 days), or with
 # --sample (or when the demo is unavailable) a seeded sample store: 16 days of realistic mentions
-# with sentiment and one failing source. HEIGHT=2400 sets the viewport height. Needs Debian's chromium: `apt-get update && apt-get install -y chromium fonts-dejavu-core`.
+# with sentiment and one failing source. HEIGHT=3400 sets the viewport height (default 3000; the page is trimmed after). Needs Debian's chromium: `apt-get update && apt-get install -y chromium fonts-dejavu-core`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -171,7 +171,7 @@ fi
 mkdir -p "$(dirname "$OUT")"
 "$CHROME" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
   --disable-component-update --disable-sync --hide-scrollbars --user-data-dir="$WORK/profile" \
-  --window-size=760,${HEIGHT:-2200} --screenshot="$OUT" "file://$HTML" >/dev/null 2>&1
+  --window-size=760,${HEIGHT:-3000} --screenshot="$OUT" "file://$HTML" >/dev/null 2>&1
 # Trim the empty page background below the card so the picture is just the email.
 "$PY" - "$OUT" <<'PYEOF'
 import sys
