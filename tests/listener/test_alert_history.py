@@ -236,3 +236,44 @@ def test_emerging_alert_message_is_inert() -> None:
 def test_imported_timestamps_are_utc() -> None:
     a = Alert.from_json(_legacy_line("acme", datetime(2026, 1, 1, 12, tzinfo=UTC), "x"))
     assert a.at.tzinfo is not None and a.key == "spike:acme" and a.kind == "spike"
+
+
+def test_alerts_check_verb_runs_the_emerging_detector(tmp_path: Path) -> None:
+    from listener.cli import root
+    from listener.cli_digest import register
+    from listener.types import utcnow
+
+    (tmp_path / "listener.toml").write_text(
+        '[storage]\ndatabase = "t.db"\n[[watch]]\nname = "acme"\nterms = "acme"\n'
+        '[alerts.emerging]\nmin_size = 6\n', encoding="utf-8")
+    with Store.open(tmp_path / "t.db") as s:
+        _seed_clusters(s, utcnow(), {"widget": (1, 10)})
+    app = typer.Typer()
+    app.callback()(root)
+    register(app)
+    runner = CliRunner()
+    args = ["-c", str(tmp_path / "listener.toml"), "alerts", "--check", "--since", "1d"]
+    first = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    assert "1 new alert(s): New topic growing fast: widget" in first.output and "10 mentions in the last" in first.output
+    again = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert again.exit_code == 0 and "0 new alert(s)" in again.output and "1 alert(s) since" in again.output
+
+
+def test_daemon_alert_check_clusters_at_its_own_pace(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import listener.alerts_emerging as emerging
+    from listener.daemon_jobs import AlertCheck
+
+    calls: list[float] = []
+    monkeypatch.setattr(emerging, "check_emerging_alerts", lambda *a, **k: calls.append(clock[0]) or [])
+    clock = [1000.0]
+    check = AlertCheck(min_interval=60, clock=lambda: clock[0])
+    config = parse_config({"alerts": {"emerging": {"every": "1h"}}})
+    for step in range(5):  # a fetch with new mentions every 10 minutes
+        clock[0] = 1000.0 + step * 600
+        check.mark()
+        check.run_if_due(store, config)
+    clock[0] = 1000.0 + 3600
+    check.mark()
+    check.run_if_due(store, config)
+    assert calls == [1000.0, 4600.0]
