@@ -73,6 +73,9 @@ class PgDaemon:
         self._worker: asyncio.Task[None] | None = None
         self._jobs: dict[str, dict[str, Any]] = {}
         self._queue_depth: dict[str, int] = {}
+        self._tried: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker_cancelled = False
 
     @property
     def config(self) -> Config:
@@ -112,6 +115,7 @@ class PgDaemon:
     async def _main(self) -> int:
         s = self.settings
         stalled = s.stalled_after.total_seconds()
+        self._loop = asyncio.get_running_loop()
         async with self.app.open_async():
             queue.install(self.runtime)
             recovered = await queue.recover_stalled(self.app, stalled)
@@ -160,7 +164,7 @@ class PgDaemon:
         """Defer what is due and refresh the job snapshot /healthz reads."""
         states = {st.source: st for st in await asyncio.to_thread(self.store.source_states)}
         due = queue.due_jobs(self.config, self.settings, states, datetime.now(UTC))
-        created = await queue.defer_due(self.app, due)
+        created = await queue.defer_due(self.app, due, self._tried)
         jobs: dict[str, dict[str, Any]] = {}
         depth: dict[str, int] = {}
         for status in ("todo", "doing"):
@@ -183,7 +187,7 @@ class PgDaemon:
         log.info("shutting down: no new jobs, waiting up to %.0fs for running ones", grace)
         worker = self._worker
         if worker is not None and not worker.done():
-            worker.cancel()  # procrastinate stops fetching and waits for running jobs (they see `_stop`)
+            self._cancel_worker()
             done, _ = await asyncio.wait({worker}, timeout=grace + 2)
             if not done:
                 log.warning("stopped with jobs still running after %.0fs; their committed batches are kept and "
@@ -196,6 +200,13 @@ class PgDaemon:
         log.info("daemon stopped cleanly")
         return code
 
+    def _cancel_worker(self) -> None:
+        """Once only: procrastinate stops fetching jobs and waits for running ones (they see `_stop`);
+        a second cancel would cut that wait short."""
+        if self._worker is not None and not self._worker_cancelled:
+            self._worker_cancelled = True
+            self._worker.cancel()
+
     def _install_signals(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
             if self._stop.is_set():
@@ -203,6 +214,8 @@ class PgDaemon:
                 os._exit(1)
             log.info("received %s", signal.Signals(signum).name)
             self._stop.set()
+            if self._loop is not None:  # stop taking jobs now, not at the loop's next tick
+                self._loop.call_soon_threadsafe(self._cancel_worker)
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
             self._reload_requested = True

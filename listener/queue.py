@@ -212,8 +212,8 @@ class BackoffRetry(procrastinate.BaseRetryStrategy):
     """Shutdown → back in the queue now; failed source → its stored back-off; anything else → exponential."""
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> procrastinate.RetryDecision | None:
-        if isinstance(exception, Interrupted):
-            return procrastinate.RetryDecision(retry_at=datetime.now(UTC))
+        if isinstance(exception, Interrupted):  # soon, by a worker that is not stopping
+            return procrastinate.RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=1))
         if isinstance(exception, SourceFailed):
             return procrastinate.RetryDecision(retry_at=datetime.now(UTC) + exception.delay)
         if not isinstance(exception, Exception) or job.attempts >= 12:
@@ -311,10 +311,18 @@ def due_jobs(config: Config, settings: DaemonSettings, states: dict[str, SourceS
     return due
 
 
-async def defer_due(app: procrastinate.App, due: list[Due]) -> int:
-    """Defer each slot once for the whole cluster; returns how many this process created."""
+async def defer_due(app: procrastinate.App, due: list[Due], tried: dict[str, int] | None = None) -> int:
+    """Defer each slot once for the whole cluster; returns how many this process created.
+
+    `tried` (periodic id → slot) remembers what this process already offered, so a tick asks the
+    database only about new slots.
+    """
     created = 0
     for item in due:
+        if tried is not None:
+            if tried.get(item.periodic_id) == item.slot:
+                continue
+            tried[item.periodic_id] = item.slot
         task = app.tasks[item.task]
         job = task.configure(lock=item.lock, queueing_lock=item.lock,
                              task_kwargs={**item.kwargs, "timestamp": item.slot}).job

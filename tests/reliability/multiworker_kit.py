@@ -50,7 +50,8 @@ class HnService:
     step: int = 20
     every: float = 1.0
     delay: float = 0.02
-    t0: float = field(default_factory=time.monotonic)
+    t0: float | None = None
+    """Publishing starts with the first request (daemons take a few seconds to start)."""
     epoch: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0) - timedelta(days=2))
     requests: int = 0
 
@@ -64,6 +65,8 @@ class HnService:
         return f"s{i:02d}"
 
     def visible(self) -> int:
+        if self.t0 is None:
+            self.t0 = time.monotonic()
         grown = self.start + int((time.monotonic() - self.t0) / self.every) * self.step
         return min(self.total, grown)
 
@@ -78,11 +81,12 @@ class HnService:
     def _hits(self, seen: Seen) -> Reply:
         with self._lock:
             self.requests += 1
+            visible = self.visible()
         source = seen.path.strip("/").split("/")[0]
         since = int(seen.query.get("numericFilters", ["created_at_i>0"])[0].split(">")[1])
         page = int(seen.query.get("page", ["0"])[0])
         stamp = lambda n: int((self.epoch + timedelta(seconds=n)).timestamp())  # noqa: E731
-        matching = [n for n in range(self.visible(), 0, -1) if stamp(n) > since]
+        matching = [n for n in range(visible, 0, -1) if stamp(n) > since]
         chunk = matching[page * PAGE : (page + 1) * PAGE]
         hits = [{"objectID": self.native(source, n), "created_at_i": stamp(n), "title": f"acme story {n} of {source}",
                  "_tags": ["story"], "author": f"u{n}"} for n in chunk]
