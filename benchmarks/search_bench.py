@@ -233,7 +233,7 @@ class Rotating:
         return self.values[self.i % len(self.values)]
 
 
-def measure(store: Store, repeat: int, end: datetime) -> dict[str, dict[str, float]]:
+def measure(store: Store, repeat: int, end: datetime, only: str | None = None) -> dict[str, dict[str, float]]:
     client = TestClient(create_app(store, config()))
 
     def api(path: str, params: Callable[[], dict[str, Any]] | dict[str, Any]) -> Callable[[], Any]:
@@ -279,6 +279,8 @@ def measure(store: Store, repeat: int, end: datetime) -> dict[str, dict[str, flo
         "api one mention": api(f"/api/mentions/{some_id}", {}),
         "api stats by day (30d)": api("/api/stats", {"bucket": "day"}),
         "api stats by day, by source (30d)": api("/api/stats", {"bucket": "day", "group_by": "source"}),
+        "api stats by day, by sentiment (30d)": api("/api/stats", {"bucket": "day", "group_by": "sentiment"}),
+        "api stats by day, by watch (30d)": api("/api/stats", {"bucket": "day", "group_by": "watch"}),
         "api stats by week (365d)": api(
             "/api/stats", {"bucket": "week", "since": (end - timedelta(days=365)).isoformat()}
         ),
@@ -296,6 +298,8 @@ def measure(store: Store, repeat: int, end: datetime) -> dict[str, dict[str, flo
 
     results: dict[str, dict[str, float]] = {}
     for name, fn in cases.items():
+        if only and only not in name:
+            continue
         times, cpu = timed(fn, repeat)
         r = results[name] = {
             "p50_ms": statistics.median(times),
@@ -321,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--analyze", action="store_true", help="run ANALYZE before measuring")
+    parser.add_argument("--only", help="measure only the queries whose name contains this")
     args = parser.parse_args(argv)
 
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -352,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
             conn.exec_driver_sql("ANALYZE")
             conn.commit()
     print(f"queries ({args.repeat} runs each after a warm-up; load {os.getloadavg()[0]:.2f}):", flush=True)
-    results = measure(store, args.repeat, end)
+    results = measure(store, args.repeat, end, args.only)
     print(f"done; load {os.getloadavg()[0]:.2f}")
     store.close()
     if args.json:
