@@ -65,6 +65,7 @@ class PgDaemon:
         factory = stages_factory or (lambda: default_stages(self.runtime.config, store))
         enrich = EnrichJob(store, self.metrics, factory, self._stop, settings.enrich_batch)
         self.runtime = queue.Runtime(config, settings, store, self.http, self.metrics, enrich, self._stop, deliver)
+        self._emerging_every = queue.emerging_every(config)
         self.app = queue.make_app(store)
         self.runtime.app = self.app
         self.health_server: HealthServer | None = None
@@ -163,7 +164,7 @@ class PgDaemon:
     async def tick(self) -> int:
         """Defer what is due and refresh the job snapshot /healthz reads."""
         states = {st.source: st for st in await asyncio.to_thread(self.store.source_states)}
-        due = queue.due_jobs(self.config, self.settings, states, datetime.now(UTC))
+        due = queue.due_jobs(self.config, self.settings, states, datetime.now(UTC), self._emerging_every)
         created = await queue.defer_due(self.app, due, self._tried)
         jobs: dict[str, dict[str, Any]] = {}
         depth: dict[str, int] = {}
@@ -253,6 +254,7 @@ class PgDaemon:
 
             new = load_config(path)
             settings = self._settings_for(new)
+            emerging = queue.emerging_every(new)
             now = datetime.now(UTC)
             for source in (x for x in new.sources if x.enabled):
                 connector_class(source.kind)
@@ -269,6 +271,7 @@ class PgDaemon:
         rt = self.runtime
         with rt.lock:
             rt.config, rt.settings, rt.pipeline = new, settings, Pipeline(new, self.store, self.http)
+            self._emerging_every = emerging
         log.info("config reloaded (%s): %d source(s)", reason, sum(x.enabled for x in new.sources))
         return True
 

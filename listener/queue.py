@@ -47,6 +47,7 @@ FETCH, ENRICH, MAINTENANCE = "fetch", "enrich", "maintenance"
 QUEUES = (FETCH, MAINTENANCE, ENRICH)
 TASK_FETCH, TASK_ENRICH, TASK_PLAN = "listener.fetch_source", "listener.enrich_window", "listener.plan_enrichment"
 TASK_DIGEST, TASK_ALERTS, TASK_RETENTION = "listener.write_digest", "listener.check_alerts", "listener.apply_retention"
+TASK_EMERGING = "listener.check_emerging_alerts"
 WINDOWS_PER_PLAN = 64
 """At most this many enrichment windows deferred per planning slot: the queue stays short, fetches first."""
 DIGEST_GRACE = timedelta(minutes=10)
@@ -198,6 +199,17 @@ def run_alerts(timestamp: int) -> int:
     return len(alerts)
 
 
+def run_emerging_alerts(timestamp: int) -> int:
+    """'New topic growing fast' alerts, at `[alerts.emerging] every`, once for the whole cluster."""
+    from listener.alerts_emerging import check_emerging_alerts
+
+    rt = current()
+    alerts = check_emerging_alerts(rt.store, rt.config)
+    for alert in alerts:
+        log.warning("alert: %s", alert.headline, extra={"alert": alert.id, "watch": alert.watch})
+    return len(alerts)
+
+
 def run_retention(timestamp: int) -> int:
     from listener.retention import apply_retention
 
@@ -233,6 +245,7 @@ def make_app(store: Store, **pool: Any) -> procrastinate.App:
     app.task(name=TASK_DIGEST, queue=MAINTENANCE, priority=5, retry=retry)(run_digest)
     app.task(name=TASK_ALERTS, queue=MAINTENANCE, priority=5)(run_alerts)
     app.task(name=TASK_RETENTION, queue=MAINTENANCE, priority=5)(run_retention)
+    app.task(name=TASK_EMERGING, queue=MAINTENANCE, priority=5)(run_emerging_alerts)
     return app
 
 
@@ -294,7 +307,15 @@ class Due:
     lock: str | None = None
 
 
-def due_jobs(config: Config, settings: DaemonSettings, states: dict[str, SourceState], now: datetime) -> list[Due]:
+def emerging_every(config: Config) -> float:
+    """`[alerts.emerging] every` in seconds (a bad value is a ConfigError: checked at start and reload)."""
+    from listener.alerts_emerging import EmergingAlertSettings
+
+    return EmergingAlertSettings.from_config(config).every.total_seconds()
+
+
+def due_jobs(config: Config, settings: DaemonSettings, states: dict[str, SourceState], now: datetime,
+             emerging_every: float | None = None) -> list[Due]:
     """Everything due at `now`: the same answer in every process, so the queue de-duplicates it."""
     due: list[Due] = []
     for source in (s for s in config.sources if s.enabled):
@@ -304,6 +325,8 @@ def due_jobs(config: Config, settings: DaemonSettings, states: dict[str, SourceS
     t = now.timestamp()
     due.append(Due(TASK_PLAN, "plan", interval_slot(t, settings.enrich_every.total_seconds()), {}, "plan"))
     due.append(Due(TASK_ALERTS, "alerts", interval_slot(t, ALERTS_EVERY), {}, "alerts"))
+    if emerging_every is not None:
+        due.append(Due(TASK_EMERGING, "emerging", interval_slot(t, emerging_every), {}, "emerging"))
     due.append(Due(TASK_RETENTION, "retention", interval_slot(t, RETENTION_EVERY), {}, "retention"))
     digest = digest_slot(settings, now)
     if digest is not None:
