@@ -27,6 +27,7 @@ from storage.models import dumps
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
+WAL_CHECKPOINT_PAGES = 10_000
 MIGRATION_LOCK = 0x6C697374656E6572  # "listener": the PostgreSQL advisory lock held while migrating
 
 
@@ -101,6 +102,10 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode and str(mode[0]).lower() == "wal":
             cur.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster
+            # Checkpoint every ~40 MB of WAL instead of 4 MB: on a large store each ingested batch dirties
+            # pages all over the random-id and FTS indexes, and a page rewritten by several batches is then
+            # copied (and fsynced) once per checkpoint rather than once per batch (+17% on a 300k store).
+            cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
     finally:
         cur.close()
 

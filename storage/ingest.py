@@ -2,23 +2,25 @@
 
 One SELECT finds which ids exist (and their content hash), then new rows go in with one
 executemany INSERT, edits with one executemany UPDATE, and watch-list merges with another.
-No per-row round trips, so a 1k-mention batch costs a handful of statements.
+No per-row round trips, so a 1k-mention batch costs a handful of statements, and the Python
+side converts values column by column (see `bulk_insert`): at ~20k mentions/s every
+microsecond per mention is 2% of the time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 from listener.types import Cursor, Mention
-from storage.models import mention, mention_watch, run, source_state
+from storage.models import dumps, mention, mention_watch, run, source_state
 from storage.records import UPDATED_COLUMNS, SaveResult, content_hash, merge_matched, to_row
 
 CHUNK = 500
@@ -54,26 +56,54 @@ def _lock_source(conn: Connection, source: str) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
+def _bind_processor(column: sa.Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The column's own conversion; for JSON columns the engine's serializer itself (JSON text, which
+    PostgreSQL's COPY parses into jsonb), since SQLAlchemy's wrapper around that same call costs
+    several times the encoding of a small value."""
+    if isinstance(column.type, sa.JSON):
+        return dumps  # what create_engine(json_serializer=dumps) makes the wrapper call; None → "null" too
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _copy(conn: Connection, table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL's bulk path, COPY … FROM STDIN on the transaction's own connection: one stream for
+    the batch instead of one INSERT per row. A duplicate key fails the batch just as an INSERT would."""
+    quote = conn.dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    error = conn.dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except error as e:  # the driver's own error: wrap it as SQLAlchemy would, so callers translate it alike
+        raise exc.DBAPIError.instance(statement, None, e, error) from e
+
+
 def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """executemany straight to the driver with the columns' own bind processors.
 
     Same conversions SQLAlchemy would apply, without its generic per-row bookkeeping, which
-    otherwise costs more than SQLite's own work (≈2x on 1k-row batches).
+    otherwise costs more than SQLite's own work (≈2x on 1k-row batches). Values are gathered and
+    converted a column at a time (list comprehensions and `map` run in C), then zipped into rows.
     """
     if not rows:
         return
     dialect = conn.dialect
     compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(rows[0]))
     names = list(compiled.positiontup or ()) if compiled.positional else list(rows[0])
-    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
-    convert = [(i, p) for i, p in enumerate(processors) if p is not None]
-    values = operator.itemgetter(*names) if len(names) > 1 else (lambda r: (r[names[0]],))
-    params: list[Any] = []
-    for row in rows:
-        item = list(values(row))
-        for i, process in convert:
-            item[i] = process(item[i])
-        params.append(tuple(item) if compiled.positional else dict(zip(names, item, strict=True)))
+    columns: list[list[Any]] = [[row[name] for row in rows] for name in names]
+    for i, name in enumerate(names):
+        process = _bind_processor(table.c[name], dialect)
+        if process is not None:
+            columns[i] = list(map(process, columns[i]))
+    params: list[Any] = list(zip(*columns, strict=True))
+    if dialect.name == "postgresql":
+        _copy(conn, table, names, params)
+        return
+    if not compiled.positional:
+        params = [dict(zip(names, values, strict=True)) for values in params]
     conn.exec_driver_sql(compiled.string, params)
 
 
@@ -113,16 +143,24 @@ def _dedupe(source: str, mentions: Iterable[Mention]) -> dict[str, Mention]:
     return batch
 
 
+def _existing(conn: Connection, ids: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Content hash and watch list of the ids already stored, in one statement: the ids go in as one
+    JSON array (SQLite json_each) or one array parameter (PostgreSQL), not as one bound value each."""
+    if conn.dialect.name == "postgresql":
+        wanted = mention.c.id == sa.any_(sa.literal(ids, postgresql.ARRAY(sa.String)))
+    else:
+        listed = sa.func.json_each(sa.literal(dumps(ids), sa.String)).table_valued("value")
+        wanted = mention.c.id.in_(sa.select(listed.c.value))
+    query = sa.select(mention.c.id, mention.c.content_hash, mention.c.matched).where(wanted)
+    return {row.id: (row.content_hash, list(row.matched or ())) for row in conn.execute(query)}
+
+
 def save_batch(
     conn: Connection, source: str, mentions: Sequence[Mention], cursor: Cursor | None, now: datetime, run_id: int | None
 ) -> SaveResult:
     batch = _dedupe(source, mentions)
     _lock_source(conn, source)
-    existing: dict[str, tuple[str, list[str]]] = {}
-    for ids in chunks(list(batch)):
-        query = sa.select(mention.c.id, mention.c.content_hash, mention.c.matched).where(mention.c.id.in_(ids))
-        for row in conn.execute(query):
-            existing[row.id] = (row.content_hash, list(row.matched or ()))
+    existing = _existing(conn, list(batch))
 
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []

@@ -10,9 +10,13 @@ from datetime import datetime
 from typing import Any
 
 from listener.types import Cursor, Mention
+from storage.models import one_shot_encoder
 
-_HASH_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
-"""Sorted keys: a source returning the same `extra` in another key order is not an edit."""
+_HASH_ENCODE = one_shot_encoder(
+    json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+)
+"""Sorted keys: a source returning the same `extra` in another key order is not an edit. The text must never
+change (stored hashes would all turn into edits), hence the stdlib encoder and these exact options."""
 
 # Fields copied 1:1 between Mention and the mention table.
 MENTION_FIELDS = (
@@ -115,10 +119,23 @@ def is_deleted(m: Mention) -> bool:
 
 
 def content_hash(m: Mention) -> str:
-    payload = [getattr(m, name) for name in HASHED_FIELDS]
-    payload[HASHED_FIELDS.index("created_at")] = m.created_at.isoformat()
-    payload.append(m.extra)
-    return hashlib.sha256(_HASH_ENCODER.encode(payload).encode("utf-8")).hexdigest()[:32]
+    # HASHED_FIELDS in order (created_at as ISO text), then extra; spelled out: this runs once per saved mention.
+    payload = [
+        m.kind,
+        m.url,
+        m.title,
+        m.text,
+        m.author,
+        m.created_at.isoformat(),
+        m.thread_id,
+        m.parent_id,
+        m.score,
+        m.comments,
+        m.rating,
+        m.language,
+        m.extra,
+    ]
+    return hashlib.sha256(_HASH_ENCODE(payload).encode("utf-8")).hexdigest()[:32]
 
 
 def _text(value: str | None) -> str | None:
