@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import FrameType
@@ -117,6 +118,8 @@ class PgDaemon:
         s = self.settings
         stalled = s.stalled_after.total_seconds()
         self._loop = asyncio.get_running_loop()
+        # procrastinate runs sync jobs in the loop's default executor: room for every job plus the loop's own reads
+        self._loop.set_default_executor(ThreadPoolExecutor(s.workers + 4, thread_name_prefix="listener-job"))
         async with self.app.open_async():
             queue.install(self.runtime)
             recovered = await queue.recover_stalled(self.app, stalled)

@@ -85,6 +85,12 @@ class Runtime:
         self.pipeline = Pipeline(self.config, self.store, self.http)
         self.running: set[str] = set()
         self.lock = threading.Lock()
+        self._stages_lock = threading.Lock()
+
+    def stages(self) -> list[Any] | None:
+        """The enrichment stages, loaded once per process (jobs on several threads may ask at once)."""
+        with self._stages_lock:
+            return self.enrich.load()
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.config.sources if s.name == name and s.enabled), None)
@@ -148,7 +154,7 @@ def fetch_source(timestamp: int, source: str) -> dict[str, Any]:
 def enrich_window(start: int, end: int) -> int:
     """Enrich what is missing in seq [start, end); the window lock keeps other workers off it."""
     rt = current()
-    stages = rt.enrich.load()
+    stages = rt.stages()
     if stages is None:
         return 0
     done = enrich_pending(rt.store, stages, batch_size=rt.settings.enrich_batch, should_stop=rt.stop.is_set,
@@ -163,7 +169,7 @@ def enrich_window(start: int, end: int) -> int:
 def plan_enrichment(timestamp: int) -> int:
     """Defer one `enrich_window` job per window with pending work (a window already queued is skipped)."""
     rt = current()
-    stages = rt.enrich.load()
+    stages = rt.stages()
     if stages is None:
         return 0
     pending = [(s.name, s.version) for s in stages]
