@@ -251,6 +251,10 @@ def db_upgrade(typer_ctx: typer.Context) -> None:
     if store.dialect == "postgresql":  # the scale-out job queue's own schema (procrastinate), outside alembic
         from storage import jobqueue
 
+        if not jobqueue.available():
+            console.print("job queue schema skipped: procrastinate is not installed (only several daemons need it: "
+                          "pip install 'customer-voice-listener[postgres]')")
+            return
         created = jobqueue.apply_schema(store)
         console.print(f"job queue schema (procrastinate) {'created' if created else 'present'}")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from listener.errors import ListenerError
+from listener.errors import ListenerError, StorageError
 
 log = logging.getLogger("listener.daemon")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -36,6 +36,12 @@ def run_daemon(ctx: object, *, log_format: str = "text", log_level: str = "info"
 
             return run_once(config, store, settings)
         if store.dialect == "postgresql" and settings.queue == "auto":
+            from storage import jobqueue
+
+            if not jobqueue.available():
+                raise StorageError("a PostgreSQL store runs the daemon as a scale-out worker, which needs "
+                                   "procrastinate: pip install 'customer-voice-listener[postgres]' (or set [daemon] "
+                                   'queue = "local" for one process)')
             from listener.daemon_pg import PgDaemon  # scale-out: procrastinate jobs, any number of daemons
 
             return PgDaemon(config, store, health_port=health_port).serve()

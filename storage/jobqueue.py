@@ -38,6 +38,13 @@ def require_postgres(store: Store) -> None:
         )
 
 
+def available() -> bool:
+    """procrastinate installed (the `postgres` extra)? Single-node PostgreSQL works without it."""
+    import importlib.util
+
+    return importlib.util.find_spec("procrastinate") is not None
+
+
 def conninfo(store: Store) -> str:
     """A libpq URL for psycopg/procrastinate from the store's SQLAlchemy URL (password included)."""
     url: URL = make_url(store.url).set(drivername="postgresql")

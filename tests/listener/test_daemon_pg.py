@@ -105,3 +105,25 @@ def test_reload_applies_a_good_config_and_refuses_a_broken_one(
     assert daemon.reload("test") and [s.name for s in daemon.config.sources] == ["good", "bad", "more"]
     write(path, pg_store.url, replay_server, extra='[[source]]\nname = "x"\nkind = "rss"\nurl = "u"\ncron = "99 *"\n')
     assert not daemon.reload("test") and len(daemon.config.sources) == 3
+
+
+def test_without_procrastinate_the_daemon_says_what_to_install_and_db_upgrade_skips_the_queue(
+    pg_store: Store, tmp_path: Path, replay_server: ReplayServer, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from listener.cli import main
+    from listener.cli_daemon import run_daemon
+    from listener.context import Context
+
+    monkeypatch.setattr(jobqueue, "available", lambda: False)
+    path = write(tmp_path / "l.toml", pg_store.url, replay_server)
+    with pytest.raises(SystemExit):
+        main(["-c", str(path), "db", "upgrade"])
+    assert "job queue schema skipped: procrastinate is not installed" in " ".join(capsys.readouterr().out.split())
+    assert not jobqueue.schema_present(pg_store)
+    from listener import logging_setup
+
+    monkeypatch.setattr(logging_setup, "configure", lambda *a, **k: logging_setup.REDACTOR)  # keep caplog's handler
+    code = run_daemon(Context(config_path=str(path)), health_port=0)
+    assert code == 1
+    assert "pip install 'customer-voice-listener[postgres]'" in caplog.text
