@@ -61,6 +61,12 @@ def register(app: typer.Typer) -> None:
                           "there are no queue workers. Several daemons need a PostgreSQL store "
                           "(see docs/scale-out.md).")
             return
+        from storage import jobqueue
+
+        if not jobqueue.available():
+            console.print("procrastinate is not installed, so no daemon can run as a scale-out worker here: "
+                          "pip install 'customer-voice-listener[postgres]'")
+            raise typer.Exit(1)
         settings = load_settings(ctx.config(required=False))
         data = snapshot(store, settings.stalled_after.total_seconds())
         if as_json:
