@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ TASK_DIGEST, TASK_ALERTS, TASK_RETENTION = "listener.write_digest", "listener.ch
 TASK_EMERGING = "listener.check_emerging_alerts"
 WINDOWS_PER_PLAN = 64
 """At most this many enrichment windows deferred per planning slot: the queue stays short, fetches first."""
+FULL_PLAN_EVERY = 600.0
+"""A planner scans only mentions newer than its last pass, and the whole store this often (a window
+job that failed for good, or a purge, leaves older gaps that only a full pass finds)."""
 DIGEST_GRACE = timedelta(minutes=10)
 """A digest slot missed by more than this (no daemon was running) is skipped, like a missed cron fire."""
 ALERTS_EVERY, RETENTION_EVERY = 60, 6 * 3600
@@ -86,6 +90,8 @@ class Runtime:
         self.running: set[str] = set()
         self.lock = threading.Lock()
         self._stages_lock = threading.Lock()
+        self.plan_floor: tuple[tuple[tuple[str, str], ...], int, float] | None = None
+        """(stage versions, seq below which everything was enriched at the last plan here, when last full)."""
 
     def stages(self) -> list[Any] | None:
         """The enrichment stages, loaded once per process (jobs on several threads may ask at once)."""
@@ -172,8 +178,14 @@ def plan_enrichment(timestamp: int) -> int:
     stages = rt.stages()
     if stages is None:
         return 0
-    pending = [(s.name, s.version) for s in stages]
-    starts = rt.store.pending_enrichment_windows(pending, size=rt.window, limit=WINDOWS_PER_PLAN)
+    pending = tuple((s.name, s.version) for s in stages)
+    now = time.monotonic()
+    floor, full_at = 0, now
+    if rt.plan_floor is not None and rt.plan_floor[0] == pending and now - rt.plan_floor[2] < FULL_PLAN_EVERY:
+        _, floor, full_at = rt.plan_floor  # mentions below it were all enriched: only newer ones are scanned
+    starts, top = rt.store.pending_enrichment_windows(pending, size=rt.window, limit=WINDOWS_PER_PLAN,
+                                                      from_seq=floor)
+    rt.plan_floor = (pending, starts[0] if starts else top + 1, full_at)
     assert rt.app is not None, "Runtime.app is set by the daemon before its worker starts"
     task = rt.app.tasks[TASK_ENRICH]
     deferred = 0

@@ -17,21 +17,25 @@ from storage.models import mention
 from storage.records import to_mention
 
 
-def pending_windows(conn: Connection, stages: Sequence[tuple[str, str]], size: int, limit: int) -> list[int]:
-    """Start seq of the first `limit` windows holding a mention that lacks any (stage, version)."""
-    if not stages:
-        return []
+def pending_windows(
+    conn: Connection, stages: Sequence[tuple[str, str]], size: int, limit: int, from_seq: int = 0
+) -> tuple[list[int], int]:
+    """Start seqs of the first `limit` windows holding a mention (seq >= from_seq) that lacks any
+    (stage, version), and the highest seq stored (0 when empty): the caller's next `from_seq`."""
     if size < 1 or limit < 1:
         raise ValueError("window size and limit must be at least 1")
+    top = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(mention.c.seq), 0))).scalar_one())
+    if not stages:
+        return [], top
     start = (mention.c.seq // size) * size
     stmt = (
         sa.select(start.label("start"))
         .distinct()
-        .where(sa.or_(*(_missing(name, version) for name, version in stages)))
+        .where(mention.c.seq >= from_seq, sa.or_(*(_missing(name, version) for name, version in stages)))
         .order_by("start")
         .limit(limit)
     )
-    return [int(row.start) for row in conn.execute(stmt)]
+    return [int(row.start) for row in conn.execute(stmt)], top
 
 
 def unenriched_in_window(

@@ -381,10 +381,13 @@ class Store:
         with self._tx(f"count mentions to enrich ({stage})") as conn:
             return enrichments.count_unenriched(conn, stage, model_version)
 
-    def pending_enrichment_windows(self, stages: Sequence[tuple[str, str]], *, size: int, limit: int) -> list[int]:
-        """Start seqs of `[start, start + size)` windows with work left for any (stage, version)."""
+    def pending_enrichment_windows(
+        self, stages: Sequence[tuple[str, str]], *, size: int, limit: int, from_seq: int = 0
+    ) -> tuple[list[int], int]:
+        """Start seqs of `[start, start + size)` windows with work left for any (stage, version) among
+        seq >= from_seq, and the highest seq stored."""
         with self._tx("find mentions to enrich") as conn:
-            return backfill.pending_windows(conn, stages, size, limit)
+            return backfill.pending_windows(conn, stages, size, limit, from_seq)
 
     def save_enrichments(self, items: Sequence[Enrichment]) -> int:
         """Upsert in one transaction; returns rows written (results for purged mentions are dropped)."""

@@ -107,9 +107,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def mentions(n: int) -> list[Mention]:
+def mentions(n: int, source: str = "s") -> list[Mention]:
     t0 = utcnow() - timedelta(days=1)
-    return [Mention(source="s", kind="rss", native_id=str(i), url=None, title=None, author="a",
+    return [Mention(source=source, kind="rss", native_id=str(i), url=None, title=None, author="a",
                     text=f"acme word {i}", created_at=t0 + timedelta(seconds=i)) for i in range(n)]
 
 
@@ -117,15 +117,16 @@ def test_enrichment_backfill_splits_into_windows_that_cover_everything_once(stor
     store.save_batch("s", mentions(50), Cursor())
     stage = WordCountStage()
     pending = [(stage.name, stage.version)]
-    starts = store.pending_enrichment_windows(pending, size=16, limit=100)
+    starts, top = store.pending_enrichment_windows(pending, size=16, limit=100)
     assert len(starts) >= 3 and starts == sorted(starts) and all(s % 16 == 0 for s in starts)
-    assert store.pending_enrichment_windows(pending, size=16, limit=2) == starts[:2]
+    assert store.pending_enrichment_windows(pending, size=16, limit=2) == (starts[:2], top)
+    assert store.pending_enrichment_windows(pending, size=16, limit=100, from_seq=top + 1) == ([], top)
     first = enrich_pending(store, [stage], batch_size=4, seq_range=(starts[0], starts[0] + 16))
     assert 0 < first <= 16
-    assert store.pending_enrichment_windows(pending, size=16, limit=100) == starts[1:]  # only that window done
+    assert store.pending_enrichment_windows(pending, size=16, limit=100)[0] == starts[1:]  # only that window done
     total = first + sum(enrich_pending(store, [stage], batch_size=4, seq_range=(s, s + 16)) for s in starts[1:])
     assert total == 50 and store.count_unenriched(stage.name, stage.version) == 0
-    assert store.pending_enrichment_windows(pending, size=16, limit=100) == []
+    assert store.pending_enrichment_windows(pending, size=16, limit=100) == ([], top)
 
 
 # --- PostgreSQL: the queue itself -------------------------------------------------------------------
@@ -281,6 +282,11 @@ def test_enrichment_is_planned_in_windows_and_done_by_the_worker(runtime: queue.
     run_async(opened_app(runtime.app, scenario))
     windows = [(status, json.loads(args)) for task, status, args in jobs(runtime.store) if task == queue.TASK_ENRICH]
     assert windows == [("succeeded", {"start": s, "end": s + 64}) for s in (0, 64, 128)]  # seq 1..150
+    assert runtime.plan_floor is not None and runtime.plan_floor[1] == 151  # the next plan scans only newer seqs
+    runtime.store.save_batch("t", mentions(10, "t"), Cursor())  # seq 151..160: one more window, found from the floor
+    run_async(opened_app(runtime.app, scenario))
+    windows = [json.loads(args)["start"] for task, _, args in jobs(runtime.store) if task == queue.TASK_ENRICH]
+    assert windows == [0, 64, 128, 128] and runtime.store.count_unenriched("wordcount", "wc-1") == 0
     assert runtime.store.count_unenriched("wordcount", "wc-1") == 0
 
 
