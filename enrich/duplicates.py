@@ -59,16 +59,46 @@ def shingles(norm: str) -> set[str]:
     return {norm[i : i + 5] for i in range(max(1, len(norm) - 4))} if norm else set()
 
 
+_GRAM_MUL = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime: a polynomial hash over code points
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def _gram_hashes(norm: str) -> np.ndarray:
+    """One uint64 per distinct shingle of `shingles(norm)`, without a Python call per shingle.
+
+    Character 5-grams are hashed in numpy from the code points (a polynomial over 5 positions, then
+    mixed); word 3-grams (long posts only) keep a blake2b per gram.
+    """
+    if len(norm) > 1000:
+        grams = shingles(norm)
+        return np.fromiter(
+            (int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") for g in grams),
+            dtype=np.uint64,
+            count=len(grams),
+        )
+    points = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    width = min(5, len(points))
+    h = np.zeros(len(points) - width + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(width):
+            h = h * _GRAM_MUL + points[k : len(points) - width + 1 + k]
+        return np.unique(_splitmix(h + np.uint64(width)))
+
+
 def minhash(norm: str) -> np.ndarray:
     """64 min-hash values (uint32); identical inputs give identical signatures in every process."""
-    grams = shingles(norm[:50_000])
-    if not grams:
+    norm = norm[:50_000]
+    if not norm:
         return np.full(NUM_PERM, _PRIME, dtype=np.uint32)
-    x = np.fromiter(
-        (int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little") % _PRIME for g in grams),
-        dtype=np.uint64,
-        count=len(grams),
-    )
+    x = _gram_hashes(norm) % np.uint64(_PRIME)
     vals = (_A[:, None] * x[None, :] + _B[:, None]) % np.uint64(_PRIME)
     out: np.ndarray = vals.min(axis=1).astype(np.uint32)
     return out

@@ -28,6 +28,13 @@ _LETTER_RE = re.compile(r"[^\W\d_]", re.UNICODE)
 # Characters that carry no meaning for the classifier: variation selectors,
 # zero-width joiners/spaces, skin-tone modifiers, tag characters.
 _INVISIBLE = {0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0xFE0E, 0xFE0F, 0x20E3}
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""Unicode category Cc (U+0000-001F, U+007F-009F) minus tab, newline and carriage return."""
+_DEMOJI_CANDIDATE_RE = re.compile(
+    "[\u200b-\u200d\u2060\ufeff\ufe0e\ufe0f\u20e3\u2190-\u2bff\u3030-\u303d"
+    "\U0001f000-\U0001faff\U000e0020-\U000e007f]"
+)
+"""Every character `demojize` drops or renames; text without one comes back unchanged (the common case)."""
 
 
 def clean_unicode(text: str | bytes) -> str:
@@ -41,8 +48,8 @@ def clean_unicode(text: str | bytes) -> str:
     if not isinstance(text, str):
         text = str(text)
     text = text.encode("utf-8", errors="replace").decode("utf-8", errors="replace")
-    # Drop C0/C1 control characters except whitespace.
-    return "".join(ch for ch in text if ch in "\t\n\r" or unicodedata.category(ch) != "Cc")
+    # Drop C0/C1 control characters except whitespace (one regex pass, not a category look-up per character).
+    return _CONTROL_RE.sub("", text)
 
 
 def _is_emoji(ch: str) -> bool:
@@ -67,6 +74,8 @@ def demojize(text: str, max_repeat: int = 2) -> str:
     dependency-free textual stand-in. Runs of the same emoji are capped at
     ``max_repeat`` so a wall of hearts does not eat the token budget.
     """
+    if not _DEMOJI_CANDIDATE_RE.search(text):
+        return text
     out: list[str] = []
     last: str | None = None
     run = 0

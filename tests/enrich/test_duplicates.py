@@ -80,3 +80,13 @@ def test_warm_start_from_store(tmp_path: Path) -> None:
         assert e.data["group"] == f"dup-{old.id}" and e.data["canonical"] is False
         store.save_enrichments([e])
         assert canonical_members(store, [old.id, new.id]) == {f"dup-{old.id}": [old.id, new.id]}
+
+
+def test_numpy_shingle_hashes_cover_every_shingle() -> None:
+    """One hash per distinct character 5-gram (or word 3-gram for long posts), as `shingles` defines them."""
+    from enrich.duplicates import _gram_hashes, shingles
+
+    for text in ["abc", "abcde", "the app the app the app crashes", "é😀 mixed ünïcode text " * 3, "word " * 300]:
+        norm = normalise_for_hash(text)
+        assert len(_gram_hashes(norm)) == len(shingles(norm))
+    assert (minhash("") == minhash("")).all() and not (minhash("abc") == minhash("abd")).all()

@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 BAD_TEXTS = ["", "🙂🙂🙂", "x" * 100_000, "broken \ud83d surrogate \x00\x07 control", "!!! ??? 1234"]
 
 
-
 def test_model_files_and_card() -> None:
     model = MODEL_DIR / "model.onnx"
     assert model.exists() and (MODEL_DIR / "tokenizer.json").exists() and (MODEL_DIR / "MODEL_CARD.md").exists()
@@ -128,3 +127,44 @@ def test_clause_vectors_come_from_the_same_pass() -> None:
     battery = embed_texts(["the battery drains fast"])[0]
     assert int(np.argmax(vecs @ battery)) == 1
     assert clauses[1][0] == [] and clauses[1][1].shape == (0, DIM)
+
+
+def test_clause_pooling_equals_the_mean_of_each_clauses_tokens() -> None:
+    """The binary-search/cumulative-sum pooling picks exactly the tokens wholly inside each clause."""
+    from enrich.embedding import clause_spans, pool_clauses
+
+    text = "Love the app, but the battery dies in an hour. Support never answered; refund please!"
+    spans = clause_spans(text)
+    rng = np.random.default_rng(0)
+    offsets = [(0, 0)]  # [CLS]
+    for word in __import__("re").finditer(r"\S+", text):
+        a, b = word.span()
+        cut = a + max(1, (b - a) // 2)
+        offsets += [(a, cut), (cut, b)] if b - a > 3 else [(a, b)]
+    offsets.append((0, 0))  # [SEP]
+    tokens = rng.normal(size=(len(offsets), DIM)).astype(np.float32)
+    pooled = pool_clauses(text, offsets, tokens)
+    assert pooled is not None
+    names, vecs = pooled
+    want = []
+    for a, b in spans:
+        rows = [p for p, (x, y) in enumerate(offsets) if y > x and x >= a and y <= b]
+        v = tokens[rows].mean(axis=0)
+        want.append(v / np.linalg.norm(v))
+    assert names == [text[a:b] for a, b in spans] and len(names) >= 3
+    assert np.allclose(vecs, np.stack(want), atol=1e-5)
+    assert pool_clauses("!!", [(0, 0), (0, 2), (0, 0)], tokens[:3]) is None
+
+
+def test_parallel_batches_give_the_same_vectors() -> None:
+    """Two encoder calls in flight (the default) return exactly what one at a time returns."""
+    from enrich.embedding import Encoder
+
+    texts = [
+        f"review {i}: the app {'crashes' if i % 2 else 'works'} after the update, " * (1 + i % 5) for i in range(40)
+    ]
+    one, two = Encoder(workers=1), Encoder(workers=2)
+    post1, clauses1 = one.embed_clauses(texts)
+    post2, clauses2 = two.embed_clauses(texts)
+    assert np.array_equal(post1, post2) and np.array_equal(one.embed(texts), two.embed(texts))
+    assert all(a[0] == b[0] and np.array_equal(a[1], b[1]) for a, b in zip(clauses1, clauses2, strict=True))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import unicodedata
+
+from enrich import textprep
 from enrich.textprep import (
     clean_unicode,
     compose_title_text,
@@ -72,3 +76,44 @@ def test_head_tail_ids() -> None:
     assert out == [101, 1, 2, 3, 4, 297, 298, 299, 300, 102]
     assert head_tail_ids([101, 5, 102], 10, 101, 102) == [101, 5, 102]
     assert head_tail_ids(ids, 10, 101, 102, head_frac=1.0) == [101, *range(1, 9), 102]
+
+
+def _reference_clean(text: str) -> str:
+    """The per-character implementation the regex fast path replaced."""
+    text = text.encode("utf-8", errors="replace").decode("utf-8", errors="replace")
+    return "".join(ch for ch in text if ch in "\t\n\r" or unicodedata.category(ch) != "Cc")
+
+
+def _reference_demojize(text: str, max_repeat: int = 2) -> str:
+    """demojize without its early return for text holding no candidate character."""
+    out: list[str] = []
+    last, run = None, 0
+    for ch in text:
+        cp = ord(ch)
+        if cp in textprep._INVISIBLE or 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F:
+            continue
+        if textprep._is_emoji(ch):
+            run = run + 1 if ch == last else 1
+            last = ch
+            if run <= max_repeat and (name := unicodedata.name(ch, "")):
+                out.append(f" {name.lower().replace('black ', '').replace('heavy ', '')} ")
+            continue
+        last, run = None, 0
+        out.append(ch)
+    return "".join(out)
+
+
+def test_fast_paths_match_the_per_character_rules() -> None:
+    """clean_unicode's regex and demojize's early return change nothing: checked on random mixed text."""
+    rng = random.Random(7)
+    ranges = [(0, 0x250), (0x2000, 0x2100), (0x2180, 0x2C10), (0x3020, 0x3040), (0xFE00, 0xFF00)]
+    ranges += [(0x1F000, 0x1FB00), (0xE0000, 0xE0100)]
+    pool = [chr(c) for a, b in ranges for c in range(a, b)] + ["\ud83d"]
+    for _ in range(3000):
+        text = "".join(
+            rng.choice(pool) if rng.random() < 0.3 else rng.choice("ab cd") for _ in range(rng.randint(0, 40))
+        )
+        cleaned = clean_unicode(text)
+        assert cleaned == _reference_clean(text)
+        assert demojize(cleaned) == _reference_demojize(cleaned)
+    assert demojize("plain ascii, nothing to do") == "plain ascii, nothing to do"
