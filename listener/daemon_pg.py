@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
@@ -141,6 +142,7 @@ class PgDaemon:
         next_recovery = time.monotonic() + stalled / 3
         next_cleanup = time.monotonic() + 60
         next_reload = time.monotonic() + self.settings.reload_poll.total_seconds()
+        last_error_log = -math.inf
         while not self._stop.is_set():
             assert self._worker is not None
             if self._worker.done():
@@ -156,8 +158,11 @@ class PgDaemon:
                 if now >= next_cleanup:
                     next_cleanup = now + 3600
                     await self.app.job_manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS)
-            except Exception as exc:  # database restarting, network blip: keep trying every tick
-                log.error("scheduling tick failed (retrying): %s", exc, exc_info=not isinstance(exc, ListenerError))
+            except Exception as exc:  # database restarting, network blip: keep trying every tick, log once a minute
+                if now - last_error_log >= 60:
+                    last_error_log = now
+                    log.error("scheduling tick failed (retrying every %.0fs, logged once a minute): %s", TICK, exc,
+                              exc_info=not isinstance(exc, ListenerError))
             if now >= next_reload:
                 next_reload = now + self.settings.reload_poll.total_seconds()
                 stamp = self.poll_reload(stamp)

@@ -360,19 +360,19 @@ async def defer_due(app: procrastinate.App, due: list[Due], tried: dict[str, int
     """
     created = 0
     for item in due:
-        if tried is not None:
-            if tried.get(item.periodic_id) == item.slot:
-                continue
-            tried[item.periodic_id] = item.slot
+        if tried is not None and tried.get(item.periodic_id) == item.slot:
+            continue
         task = app.tasks[item.task]
         job = task.configure(lock=item.lock, queueing_lock=item.lock,
                              task_kwargs={**item.kwargs, "timestamp": item.slot}).job
         try:
             job_id = await app.job_manager.defer_periodic_job(job, periodic_id=item.periodic_id,
                                                               defer_timestamp=item.slot)
+            created += job_id is not None
         except pq_exc.AlreadyEnqueued:
-            continue  # one is already waiting: this slot folds into it
-        created += job_id is not None
+            pass  # one is already waiting: this slot folds into it
+        if tried is not None:  # only once the database answered: a failed offer is made again next tick
+            tried[item.periodic_id] = item.slot
     return created
 
 

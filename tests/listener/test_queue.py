@@ -185,6 +185,20 @@ def test_two_processes_deferring_the_same_slot_make_one_job(pg_store: Store) -> 
 
 
 @pytest.mark.postgres
+def test_a_slot_is_offered_again_after_a_database_error(pg_store: Store) -> None:
+    config = Config(path=None, sources=(source("feed", timedelta(seconds=60)),))
+    due = queue.due_jobs(config, SETTINGS, {}, NOW)
+    tried: dict[str, int] = {}
+    closed = queue.make_app(pg_store)  # never opened: every query fails like a database that is down
+    with pytest.raises(queue.pq_exc.AppNotOpen):
+        run_async(queue.defer_due(closed, due, tried))
+    assert tried == {}
+    assert run_async(opened(pg_store, lambda app: queue.defer_due(app, due, tried))) == len(due)
+    assert tried["fetch:feed"] == due[0].slot
+    assert run_async(opened(pg_store, lambda app: queue.defer_due(app, due, tried))) == 0  # asked once per slot
+
+
+@pytest.mark.postgres
 def test_a_source_is_never_fetched_by_two_workers_at_once(pg_store: Store) -> None:
     async def scenario(app: Any) -> list[Any]:
         manager = app.job_manager
