@@ -12,9 +12,11 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from listener.errors import StorageError
 from listener.types import Cursor, Mention
 from storage import Store
 from storage.models import one_shot_encoder
@@ -90,3 +92,23 @@ def test_times_in_other_zones_are_stored_as_utc(store: Store) -> None:
     assert stored is not None and stored.created_at == local and stored.created_at.tzinfo == UTC
     page = store.search(since=datetime(2026, 3, 1, 12, 29, tzinfo=UTC), until=datetime(2026, 3, 1, 12, 31, tzinfo=UTC))
     assert [item.id for item in page.items] == [make_mention(1).id]
+
+
+def test_a_large_batch_leaves_the_insert_trigger_as_it_was(sqlite_store: Store) -> None:
+    """The bulk path swaps SQLite's per-row FTS trigger out and back in its own transaction."""
+
+    def trigger() -> str | None:
+        with sqlite_store.engine.connect() as conn:
+            sql = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'mention_fts_ai'"
+            return conn.exec_driver_sql(sql).scalar()
+
+    armed = trigger()
+    assert armed is not None
+    sqlite_store.save_batch("hn", [make_mention(n) for n in range(100)], None)
+    assert trigger() == armed
+    failing = [*(make_mention(n) for n in range(100, 200)), make_mention(200, text=None)]  # NOT NULL violation
+    with pytest.raises(StorageError):
+        sqlite_store.save_batch("hn", failing, None)
+    assert trigger() == armed  # rolled back with the batch
+    assert sqlite_store.count("message") == 100
+    assert sqlite_store.check() == []
