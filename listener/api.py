@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
 from listener import __version__
@@ -171,18 +172,40 @@ def _utc(value: datetime | None, param: str) -> datetime | None:
         raise invalid(param, "date is out of range", value.isoformat()) from None
 
 
+TOKEN_COOKIE = "listener_token"
+"""Set by the web UI's login form (HttpOnly, SameSite=Strict): the browser's way to present the token."""
+
+
+def presented_token(request: Request) -> str:
+    """The token a request carries: `Authorization: Bearer …`, else the login cookie ("" when neither)."""
+    header = request.headers.get("authorization", "")
+    return header[7:] if header.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE, "")
+
+
+def token_ok(given: str, token: str | None) -> bool:
+    """No token configured (loopback) → always; else a constant-time comparison."""
+    return token is None or hmac.compare_digest(given.encode(), token.encode())
+
+
 def create_app(store: Store, config: Config, *, token: str | None = None) -> FastAPI:
-    """Build the app around an open store. `token` set → every route but /healthz needs it."""
-    app = FastAPI(
-        title="customer-voice listener", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json"
+    """Build the app around an open store. `token` set → every route but /healthz, /login and the docs needs it.
+
+    The API docs (Swagger UI at /api/docs) load their JavaScript and CSS from this server (the
+    `fastapi-offline` package ships them), not from a CDN: they work offline and leak nothing. ReDoc is off:
+    its bundle still loads a logo from the Redocly CDN.
+    """
+    app = FastAPIOffline(
+        title="customer-voice listener",
+        version=__version__,
+        docs_url="/api/docs",
+        redoc_url=None,  # ReDoc's bundle fetches its logo from the Redocly CDN; Swagger UI needs nothing outside
+        openapi_url="/api/openapi.json",
+        static_url="/api/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},  # no spec upload to an online validator
     )
 
     def require_token(request: Request) -> None:
-        if token is None:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get("listener_token", "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not token_ok(presented_token(request), token):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     auth = [Depends(require_token)]
@@ -351,7 +374,7 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
 
     from listener.web import mount_ui
 
-    mount_ui(app, store, config, auth)
+    mount_ui(app, store, config, token)
     return app
 
 

@@ -2,7 +2,9 @@
 
 No JavaScript and no external assets: HTML + inline CSS, a server-drawn SVG chart of volume by
 sentiment, readable on a laptop and a phone. Jinja2 autoescapes every piece of user content, and
-only http(s) links become hrefs. Search goes through `run_query`, like the API and the CLI.
+only http(s) links become hrefs. Search goes through `run_query`, like the API and the CLI. Bound
+beyond loopback (a token is set), a browser logs in once at /login; the token then travels in an
+HttpOnly, SameSite=Strict cookie, never in a URL.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
-from fastapi import FastAPI, Request
-from fastapi.params import Depends
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from listener.api import TOKEN_COOKIE, presented_token, token_ok
 from listener.config import Config
 from listener.context import parse_when
 from listener.digest import safe_url
@@ -39,8 +42,9 @@ PERIODS = ("24h", "7d", "30d", "90d", "365d")
 SORTS = ("newest", "relevance", "engagement")
 PAGE = 50
 CHART_DAYS = 60
-CHART_SPLIT_MAX = 20_000
-"""Above this many mentions in the chart's window, bars are plain volume: the sentiment split reads every row."""
+CHART_SPLIT_MAX = 500_000
+"""Above this many mentions in the chart's window, bars are plain volume (the split by sentiment is one GROUP BY
+over the window's mentions and their labels: ~75 ms per 80k mentions)."""
 CHART_TTL_S = 60.0
 """The chart counts a whole period; it is recomputed at most once a minute per (period, watch, source)."""
 
@@ -105,14 +109,77 @@ def _start(since: str) -> datetime | None:
         raise UsageError(f"{since!r} is too far back") from None
 
 
-def mount_ui(app: FastAPI, store: Store, config: Config, auth: list[Depends]) -> None:
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a path on this site only (never `//host` or `https://…`)."""
+    target = (target or "").strip()
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or any(ord(c) < 32 for c in target):
+        return "/"
+    return target
+
+
+async def _form(request: Request, limit: int = 4096) -> dict[str, str]:
+    """A small urlencoded form body (read up to `limit` bytes; more is a 413, not a memory problem)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, "form too large")
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+
+
+def mount_ui(app: FastAPI, store: Store, config: Config, token: str | None) -> None:
+    """The HTML pages. With a token, a browser without the login cookie is sent to /login first."""
     cache = _ChartCache()
     sources = [s.name for s in config.sources] or sorted({s.source for s in store.source_states()})
     watches = [w.name for w in config.watches]
 
+    def require_login(request: Request) -> None:
+        if not token_ok(presented_token(request), token):
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            raise HTTPException(303, "log in first", headers={"Location": "/login?" + urlencode({"next": here})})
+
+    auth = [Depends(require_login)]
+
     def render(name: str, **context: Any) -> HTMLResponse:
         template = TEMPLATES.get_template(name)
-        return HTMLResponse(template.render(safe_url=safe_url, highlight=highlight, **context))
+        html = template.render(safe_url=safe_url, highlight=highlight, login_required=token is not None, **context)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request, next: str = "/") -> Response:
+        if token is None or token_ok(presented_token(request), token):
+            return RedirectResponse(safe_next(next), status_code=303)
+        return render("login.html", next=safe_next(next), error=None, logged_out=True)
+
+    @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login(request: Request) -> Response:
+        """Check the token once, then keep it in an HttpOnly, SameSite=Strict cookie (Secure over https)."""
+        form = await _form(request)
+        target = safe_next(form.get("next"))
+        if token is None:
+            return RedirectResponse(target, status_code=303)
+        if not form.get("token") or not token_ok(form["token"], token):
+            page = render(
+                "login.html",
+                next=target,
+                error="That token is not the one this server was started with.",
+                logged_out=True,
+            )
+            page.status_code = 401
+            return page
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/"
+        )
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> Response:
+        if request.headers.get("sec-fetch-site") == "cross-site":  # another site cannot log the user out
+            raise HTTPException(403, "cross-site logout refused")
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
 
     def chart(start: datetime, end: datetime, watch: str, source: str) -> dict[str, Any]:
         first = max(start, end - timedelta(days=CHART_DAYS - 1))

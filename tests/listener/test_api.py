@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,7 +153,8 @@ def test_mention_stats_sources(client: TestClient, store: Store) -> None:
 def test_token_required_when_configured(store: Store, config: Config) -> None:
     client = TestClient(create_app(store, config, token="t" * 20))
     assert client.get("/api/mentions").status_code == 401
-    assert client.get("/").status_code == 401
+    assert client.get("/", follow_redirects=False).status_code == 303  # the UI sends a browser to /login
+    assert "API token" in client.get("/").text and "article" not in client.get("/").text
     assert client.get("/api/mentions", headers={"Authorization": "Bearer " + "t" * 20}).status_code == 200
     assert client.get("/healthz").status_code == 200
 
@@ -201,7 +203,8 @@ def test_every_route_is_read_only(client: TestClient, store: Store, config: Conf
     assert methods == {"get"}, methods
     app = create_app(store, config)
     for route in app.routes:  # including the UI and docs routes the spec leaves out
-        assert set(getattr(route, "methods", None) or {"GET"}) <= {"GET", "HEAD"}, route
+        allowed = {"GET", "HEAD", "POST"} if getattr(route, "path", "") in ("/login", "/logout") else {"GET", "HEAD"}
+        assert set(getattr(route, "methods", None) or {"GET"}) <= allowed, route  # log in/out: a cookie, no data
     for method in ("post", "put", "patch", "delete"):
         assert client.request(method, "/api/mentions").status_code == 405
     before = store.count()
@@ -232,14 +235,68 @@ def test_token_by_header_or_cookie_only(store: Store, config: Config) -> None:
         client.get("/api/mentions", headers={"Authorization": f"Basic {secret}"}),
         client.get("/api/mentions", headers={"Authorization": secret}),
         client.get("/api/mentions", params={"token": secret}),  # never in a URL (logs, history, referrers)
-        wrong.get("/m/anything"),
-        client.get("/sources"),
+        wrong.get("/api/stats"),
         client.get("/api/sources"),
         client.get("/api/watches"),
     ]
     assert [r.status_code for r in denied] == [401] * len(denied)
     assert denied[0].headers["www-authenticate"] == "Bearer"
     assert secret not in denied[0].text
+    for page in (wrong.get("/m/anything", follow_redirects=False), client.get("/sources", follow_redirects=False)):
+        assert page.status_code == 303 and page.headers["location"].startswith("/login?next=%2F")
+        assert secret not in page.text
+
+
+def test_login_sets_a_strict_httponly_cookie(store: Store, config: Config) -> None:
+    secret = "t0ken-" * 4
+    client = TestClient(create_app(store, config, token=secret), follow_redirects=False)
+    first = client.get("/", params={"q": "acme", "since": "7d"})
+    assert first.status_code == 303 and first.headers["location"] == "/login?next=%2F%3Fq%3Dacme%26since%3D7d"
+    form = BeautifulSoup(client.get(first.headers["location"]).text, "html.parser")
+    assert form.select_one("input[name=token][type=password]") is not None
+    assert form.select_one("input[name=next]")["value"] == "/?q=acme&since=7d"
+
+    bad = client.post("/login", data={"token": secret + "x", "next": "/sources"})
+    assert bad.status_code == 401 and "set-cookie" not in bad.headers and secret not in bad.text
+    assert client.post("/login", data={"next": "/"}).status_code == 401
+
+    ok = client.post("/login", data={"token": secret, "next": "/sources"})
+    assert ok.status_code == 303 and ok.headers["location"] == "/sources"
+    cookie = ok.headers["set-cookie"]
+    assert cookie.startswith(f"listener_token={secret};")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie and "expires" not in cookie.lower()  # plain http here; a session cookie
+    assert client.get("/sources").status_code == 200 and client.get("/api/stats").status_code == 200
+    assert client.get("/login").headers["location"] == "/"  # already logged in
+
+    for evil in ("//evil.example/", "https://evil.example/", "/\\evil.example", "javascript:alert(1)", "/\nx"):
+        assert client.post("/login", data={"token": secret, "next": evil}).headers["location"] == "/"
+    huge = client.post(
+        "/login", content=b"token=" + b"x" * 10_000, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert huge.status_code == 413
+
+    assert client.post("/logout", headers={"sec-fetch-site": "cross-site"}).status_code == 403
+    out = client.post("/logout", headers={"sec-fetch-site": "same-origin"})
+    assert out.status_code == 303 and 'listener_token=""' in out.headers["set-cookie"]
+    assert client.get("/sources").status_code == 303
+
+
+def test_without_a_token_login_is_not_needed(client: TestClient) -> None:
+    assert client.get("/login", params={"next": "/sources"}, follow_redirects=False).headers["location"] == "/sources"
+    assert "Log out" not in client.get("/").text
+
+
+def test_api_docs_load_nothing_from_a_cdn(client: TestClient) -> None:
+    html = client.get("/api/docs")
+    assert html.status_code == 200 and "/api/docs-assets/swagger-ui-bundle.js" in html.text
+    sources = re.findall(r'(?:src|href)=["\']([^"\']+)', html.text)
+    assert sources and all(s.startswith("/") for s in sources), sources
+    assert '"validatorUrl": null' in html.text
+    js = client.get("/api/docs-assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    assert client.get("/api/docs-assets/swagger-ui.css").status_code == 200
+    assert client.get("/api/redoc").status_code == 404  # off: its bundle loads a logo from a CDN
 
 
 def test_every_page_escapes_what_it_shows(client: TestClient, store: Store) -> None:

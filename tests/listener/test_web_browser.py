@@ -14,12 +14,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from playwright.sync_api import Browser, Dialog, Page, ViewportSize, expect, sync_playwright
 from rich.console import Console
 
@@ -96,7 +98,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         matched=("acme-notes",),
     )
     store.save_batch("acme-community-forum", [hostile], None)
-    app = create_app(store, demo_config("http://127.0.0.1:9"))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with _serve(create_app(store, demo_config("http://127.0.0.1:9"))) as url:
+        yield Site(url, store, hostile.id)
+    store.close()
+
+
+@contextmanager
+def _serve(app: FastAPI) -> Iterator[str]:
+    """uvicorn on a free 127.0.0.1 port in a thread; yields the base URL."""
     sock = _free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -106,12 +116,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     host, port = sock.getsockname()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    yield Site(f"http://{host}:{port}", store, hostile.id)
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
-    store.close()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+TOKEN = "browser-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def locked_site(site: Site) -> Iterator[str]:
+    """The same store served as if bound beyond loopback: a token is required."""
+    with _serve(create_app(site.store, demo_config("http://127.0.0.1:9"), token=TOKEN)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +272,37 @@ def test_phone_viewport_has_no_horizontal_scroll(browser: Browser, site: Site, p
         shot(pg, f"phone-{name}", full=name in ("mention", "sources"))
     finally:
         context.close()
+
+
+def test_login_keeps_the_token_out_of_reach_of_scripts(browser: Browser, locked_site: str) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(locked_site) else outside.append(r.url))
+    page.goto(locked_site + "/?q=sync")
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.get_by_label("API token").fill("not the token")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("[role=alert]")).to_contain_text("not the one")
+    page.get_by_label("API token").fill(TOKEN)
+    shot(page, "09-login", full=True)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"/\?q=sync$"))
+    assert page.locator("article.mention").count() > 3
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: page scripts never see the token
+    (cookie,) = [c for c in context.cookies() if c["name"] == "listener_token"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] == -1
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(re.compile(r"/login$"))
+    page.goto(locked_site + "/sources")
+    page.wait_for_url(re.compile(r"/login\?next=%2Fsources"))
+    assert outside == []
+    context.close()
+
+
+def test_api_docs_render_without_a_cdn(page: Page, site: Site) -> None:
+    """Swagger UI comes from this server (the page fixture fails on any request elsewhere)."""
+    page.goto(site.url + "/api/docs")
+    expect(page.locator(".swagger-ui .info .title").first).to_contain_text("customer-voice listener", timeout=20_000)
+    expect(page.get_by_text("/api/mentions").first).to_be_visible()
+    shot(page, "10-api-docs")
