@@ -60,7 +60,7 @@ ALERTS_EVERY, RETENTION_EVERY = 60, 6 * 3600
 
 
 class Interrupted(ListenerError):
-    """The job stopped early because its process is shutting down: put it straight back in the queue."""
+    """The job stopped early because its process is shutting down: back in the queue for another worker."""
 
 
 class SourceFailed(ListenerError):
@@ -87,7 +87,6 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.pipeline = Pipeline(self.config, self.store, self.http)
-        self.running: set[str] = set()
         self.lock = threading.Lock()
         self._stages_lock = threading.Lock()
         self.plan_floor: tuple[tuple[tuple[str, str], ...], int, float] | None = None
@@ -133,12 +132,8 @@ def fetch_source(timestamp: int, source: str) -> dict[str, Any]:
     if rt.stop.is_set():
         raise Interrupted(f"fetch of {source} not started: shutting down")
     with rt.lock:
-        rt.running.add(source)
-    try:
-        run = rt.pipeline.run_source(config, should_stop=rt.stop.is_set)
-    finally:
-        with rt.lock:
-            rt.running.discard(source)
+        pipeline = rt.pipeline  # a reload replaces it; this run keeps the one it started with
+    run = pipeline.run_source(config, should_stop=rt.stop.is_set)
     state = next((s for s in rt.store.source_states() if s.source == source), None)
     failures = state.consecutive_failures if state else 0
     rt.metrics.record_fetch(source, run.status, run.new)
