@@ -89,7 +89,7 @@ def bench_store(n: int, batch: int) -> float:
         start = time.perf_counter()
         done = enrich_pending(store, stages, batch_size=batch)
         secs = time.perf_counter() - start
-        assert done == n * len(stages)
+        assert done == n  # every mention went through one batch of all stages
         return secs
 
 
