@@ -6,8 +6,9 @@ same captures with nodes replaced by values of *any* type or deleted. The proper
 well-typed mentions (strings where storage expects strings) or raises a `ListenerError` whose message
 names the source; never any other exception.
 
-Known bugs are pinned as `xfail(strict=True)` with the reason; the proposed fixes are in
-docs/reliability.md. When a fix lands the xfail turns into an XPASS failure: drop the marker then.
+A new bug is pinned as `xfail(strict=True)` with the reason (and listed in fuzzing.KNOWN_BUGS); when its
+fix lands the xfail turns into an XPASS failure: drop the marker then. The bugs found so far are fixed
+(docs/reliability.md, findings 1–2); their reproducers below run as ordinary tests.
 """
 
 from __future__ import annotations
