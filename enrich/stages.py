@@ -73,9 +73,9 @@ def filter_ids(
 ) -> list[str]:
     """Keep the ids (order preserved) whose newest enrichments match every filter given.
 
-    Works over `Store.enrichments_for`, so it post-filters a page of search results; mentions not
-    enriched yet never match a filter. A storage-side version would be one EXISTS per filter on
-    the enrichment table (JSON path on data) — see the report in docs/insight_evaluation.md.
+    Works over `Store.enrichments_for` on a given list of ids; mentions not enriched yet never match
+    a filter. Searches filter in SQL instead (`Store.search(labels=…)`, the `mention_label` rows), with
+    the same rules: case-insensitive, newest result per stage, no duplicates result = canonical.
     """
     wanted = {"topic": topic, "intent": intent, "stage": stage, "lang": lang, "sentiment": sentiment}
     active = {k: v for k, v in wanted.items() if v}

@@ -79,6 +79,12 @@ def test_insight_stages_and_filter_ids(tmp_path: Path) -> None:
         assert ms[1].id in filter_ids(store, ids, topic="reliability", intent="complaint")
         assert filter_ids(store, ids, intent="praise", lang="en") == [ms[3].id]
         assert filter_ids(store, ids) == ids and filter_ids(store, ids, canonical_only=True) == ids
+        # Searches filter in SQL (mention_label rows written with the enrichments): the same answers.
+        for wanted in ({"intent": "question"}, {"lang": "de"}, {"topic": "reliability", "intent": "complaint"},
+                       {"intent": "praise", "lang": "en"}, {"stage": "support"}, {"sentiment": "negative"}):  # fmt: skip
+            in_sql = {i.id for i in store.search(labels=wanted, limit=100).items}
+            assert in_sql == set(filter_ids(store, ids, **wanted)), wanted
+        assert len(store.search(canonical_only=True, limit=100).items) == len(ms)
         with pytest.raises(ValueError):
             from enrich.stages import _matches
 
