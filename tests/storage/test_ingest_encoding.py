@@ -9,6 +9,7 @@ by the code before the fast path.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -111,4 +112,34 @@ def test_a_large_batch_leaves_the_insert_trigger_as_it_was(sqlite_store: Store) 
         sqlite_store.save_batch("hn", failing, None)
     assert trigger() == armed  # rolled back with the batch
     assert sqlite_store.count("message") == 100
+    assert sqlite_store.check() == []
+
+
+def test_readers_on_other_connections_are_not_disturbed_by_the_trigger_swap(sqlite_store: Store) -> None:
+    """Searches and counts from another Store (its own connections) while large batches commit schema changes."""
+    reader = Store.open(sqlite_store.url)
+    errors: list[BaseException] = []
+    reads = [0]
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                reader.search("message", limit=5)
+                reader.count()
+                reads[0] += 1
+        except BaseException as exc:  # reported below: any failure of a reader is the test's failure
+            errors.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for b in range(8):
+            sqlite_store.save_batch("hn", [make_mention(b * 100 + n) for n in range(100)], Cursor(last_id=str(b)))
+    finally:
+        done.set()
+        thread.join(30)
+        reader.close()
+    assert errors == [] and reads[0] > 0
+    assert sqlite_store.count("message") == 800
     assert sqlite_store.check() == []
