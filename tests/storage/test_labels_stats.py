@@ -167,6 +167,17 @@ def test_volume_narrows_and_validates(store: Store) -> None:
         store.volume(start, end, group_by="colour")
 
 
+def test_volume_over_centuries_counts_only_where_mentions_are(store: Store) -> None:
+    ms = [make_mention(n, created_at=T0 + timedelta(days=n)) for n in range(3)]
+    store.save_batch("hn", ms, None)
+    start, end = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)
+    for group in ("none", "source"):
+        total, series = store.volume(start, end, bucket="day", group_by=group)  # ~3.6M days: must not walk them
+        days = {bucket_start(m.created_at, "day").isoformat(): 1 for m in ms}
+        assert total == 3 and list(series.values()) == [days]
+    assert store.volume(start, end, bucket="week", sources=["nowhere"]) == (0, {})
+
+
 def test_volume_by_source_without_source_state(sqlite_store: Store) -> None:
     sqlite_store.save_batch("hn", [make_mention(1), make_mention(2, created_at=T0 + timedelta(days=1))], None)
     with sqlite_store.engine.begin() as conn:
