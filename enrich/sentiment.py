@@ -3,7 +3,8 @@
 No torch at runtime: the `tokenizers` fast tokenizer and onnxruntime are loaded
 lazily on first use (once per process, thread-safe), so importing this module
 is cheap and cold start stays small. Probabilities are temperature-calibrated
-(temperature stored in ``model_card.json``).
+(temperature stored in ``model_card.json``). Texts run in padded batches of
+similar token length when the model is batch-invariant (its card says so).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from enrich.onnx_model import OnnxTextModel, read_card
+from enrich.onnx_model import OnnxTextModel, length_groups, read_card
 from enrich.textprep import compose_title_text, has_signal, head_tail_ids, normalise, smart_truncate_chars
 
 if TYPE_CHECKING:
@@ -58,22 +59,31 @@ class SentimentClassifier:
         model_dir: Path | str = MODEL_DIR,
         intra_op_threads: int = 2,
         model_file: str = "model.onnx",
-        per_row: bool = True,
+        per_row: bool | None = None,
+        max_padding: float = 0.15,
     ) -> None:
-        """``per_row=True`` runs each text as its own ONNX call.
+        """``per_row=True`` runs each text as its own ONNX call; None decides from the model card.
 
-        Dynamic int8 quantisation picks one activation scale per tensor, so in a
-        padded batch a post's scores depend on its neighbours (measured: 3% label
-        flips between batch 1 and 32 on TweetEval val). Per-row execution keeps a
-        post's result independent of batch composition; ``per_row=False`` trades
-        that for higher throughput (see ``listener bench``).
+        A model quantised with one activation scale per tensor (onnxruntime dynamic int8) gives a post
+        scores that depend on its padded batch neighbours (3 % label flips between batch 1 and 32 on
+        TweetEval val), so such models run per row. Models whose card says ``batch_invariant``
+        (per-token int8 or fp32, checked at export) run in padded batches of similar length whose padding
+        stays within ``max_padding`` of the real tokens (see ``length_groups``).
         """
-        self.per_row = per_row
+        self._per_row = per_row
+        self.max_padding = max_padding
         self.model = OnnxTextModel(model_dir, model_file=model_file, intra_op_threads=intra_op_threads)
         self.model_dir = self.model.model_dir
         self.temperature = 1.0
         self.max_length = 128
         self.head_frac = 0.5
+
+    @property
+    def per_row(self) -> bool:
+        if self._per_row is not None:
+            return self._per_row
+        self._ensure_loaded()
+        return not bool(self.model.card.get("batch_invariant", False))
 
     @property
     def version(self) -> str:
@@ -107,14 +117,12 @@ class SentimentClassifier:
         if not normalised:
             return out
         seqs = self.encode(normalised)
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         if self.per_row:
-            for i in order:
+            for i in range(len(seqs)):
                 out[i] = self._run([seqs[i]])[0]
             return out
-        for start in range(0, len(order), max(1, batch_size)):
-            part = order[start : start + batch_size]
-            out[part] = self._run([seqs[i] for i in part])
+        for group in length_groups([len(s) for s in seqs], max(1, batch_size), self.max_padding):
+            out[group] = self._run([seqs[i] for i in group])
         return out
 
     def probabilities(self, normalised: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -13,9 +13,12 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from enrich.onnx_model import length_groups
 from enrich.sentiment import MODEL_DIR, MODEL_VERSION, SentimentClassifier, SentimentResult, SentimentStage
+from enrich.textprep import normalise
 
 LABELS = {"negative", "neutral", "positive"}
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +108,27 @@ def test_batch_equals_single_and_is_deterministic(clf: SentimentClassifier) -> N
             assert abs(b.scores[k] - s.scores[k]) < 1e-3
     assert clf.classify(texts, batch_size=4) == batch
     assert clf.classify([]) == []
+
+
+def test_length_groups_cover_every_index_once_with_bounded_padding() -> None:
+    lengths = [9, 40, 12, 11, 60, 10, 38, 9, 13, 41, 12, 58]
+    groups = length_groups(lengths, max_batch=4, max_padding=0.15)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    widths = [max(lengths[i] for i in g) for g in groups]
+    assert widths == sorted(widths) and all(len(g) <= 4 for g in groups)
+    for g in groups:
+        assert max(lengths[i] for i in g) * len(g) <= 1.15 * sum(lengths[i] for i in g)
+    assert length_groups(lengths, max_batch=100, max_padding=10.0) == [sorted(range(12), key=lambda i: lengths[i])]
+    assert length_groups([], 8) == []
+
+
+def test_shipped_model_is_batch_invariant_so_it_batches(clf: SentimentClassifier) -> None:
+    card = json.loads((MODEL_DIR / "model_card.json").read_text())
+    assert card.get("batch_invariant") is True and clf.per_row is False
+    texts = [normalise(t) for t in ("ok", "love it " * 20, "worst update ever, app crashes", "meh", "fine " * 40)]
+    batched = clf.logits(texts, batch_size=32)
+    alone = SentimentClassifier(per_row=True).logits(texts)
+    assert np.abs(batched - alone).max() < 1e-4
 
 
 def test_lazy_thread_safe_load() -> None:
