@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -69,8 +70,9 @@ def replace(conn: Connection, newest: Iterable[tuple[int, str, Mapping[str, Any]
         for start in range(0, len(seqs), 500):
             part = seqs[start : start + 500]
             conn.execute(sa.delete(mention_label).where(mention_label.c.name == name, mention_label.c.seq.in_(part)))
-    if rows:
-        conn.execute(sa.insert(mention_label), rows)
+    if rows:  # DO NOTHING: a concurrent writer of the same labels (two workers, one mention) is not an error
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(insert(mention_label).on_conflict_do_nothing(), rows)
 
 
 def has_label(name: str, value: str) -> ColumnElement[bool]:
