@@ -132,9 +132,10 @@ class SlotReserver(Protocol):
     Times are seconds on the caller's clock; clients sharing state must share the clock (wall clock).
     """
 
-    def reserve(self, host: str, interval: float, now: float) -> float:
-        """Book the next request to `host` and return its time: the latest of `now`, the previous booking
-        + `interval` and any deferral. Atomic, so concurrent callers queue up instead of sharing a slot."""
+    def reserve(self, host: str, interval: float, clock: Callable[[], float]) -> float:
+        """Book the next request to `host` and return its time: the latest of now (`clock()`, read once the
+        booking holds its lock), the previous booking + `interval` and any deferral. Atomic, so concurrent
+        callers queue up instead of sharing a slot."""
         ...
 
     def defer(self, host: str, until: float) -> None:
@@ -157,8 +158,9 @@ class MemorySlots:
         self._deferred: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def reserve(self, host: str, interval: float, now: float) -> float:
+    def reserve(self, host: str, interval: float, clock: Callable[[], float]) -> float:
         with self._lock:
+            now = clock()
             last = self._last.get(host, -math.inf)
             slot = self._last[host] = max(now, last + interval, self._deferred.get(host, -math.inf))
             return slot
@@ -241,10 +243,10 @@ class HttpClient:
             return limiter.interval
 
     def _wait_turn(self, host: str) -> None:
-        now = self._now()
-        slot = self._slots.reserve(host, self._interval(host), now)
-        if slot > now:
-            self._sleep(slot - now)
+        slot = self._slots.reserve(host, self._interval(host), self._now)
+        wait = slot - self._now()  # after the booking: time spent booking is not added to the wait
+        if wait > 0:
+            self._sleep(wait)
 
     def defer(self, host: str, seconds: float) -> None:
         """Hold every request to `host` for `seconds` (a service's own back-off, e.g. Stack Exchange's `backoff`)."""

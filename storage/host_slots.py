@@ -61,9 +61,9 @@ class HostSlots:
     def __init__(self, transaction: Transaction) -> None:
         self._transaction = transaction
 
-    def reserve(self, host: str, interval: float, now: float) -> float:
+    def reserve(self, host: str, interval: float, clock: Callable[[], float]) -> float:
         with self._transaction(f"book a request slot for host {host!r}") as conn:
-            return reserve(conn, host, interval, now)
+            return reserve(conn, host, interval, clock())  # read under SQLite's write lock, not before it
 
     def defer(self, host: str, until: float) -> None:
         with self._transaction(f"defer requests to host {host!r}") as conn:

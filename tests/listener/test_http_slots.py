@@ -8,7 +8,7 @@ share one fake clock and record the sleeps they were asked for.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -99,5 +99,24 @@ def test_make_http_and_pipeline_book_slots_in_the_store_on_the_wall_clock(store:
     assert http.shares_slots
     before = time.time()
     http.get(URL)
-    booked = store.host_slots().reserve(HOST, 0.0, 0.0)  # the time the client booked, read back
+    booked = store.host_slots().reserve(HOST, 0.0, lambda: 0.0)  # the time the client booked, read back
     assert before <= booked <= time.time()
+
+
+def test_time_spent_booking_is_not_added_to_the_wait() -> None:
+    """A booking that takes a while (a busy database) shortens the sleep, so the request leaves at its slot."""
+    t = VirtualTime()
+    sleeps: list[float] = []
+
+    class SlowSlots:
+        def reserve(self, host: str, interval: float, clock: Callable[[], float]) -> float:
+            slot = clock() + 1.0  # the booked slot: one second from the time read under the lock
+            t.now += 0.25  # then the commit takes a quarter of a second
+            return slot
+
+        def defer(self, host: str, until: float) -> None:
+            raise AssertionError("not deferred here")
+
+    http = client(t, sleeps, SlowSlots(), [])
+    http.get(URL)
+    assert sleeps == [0.75]
