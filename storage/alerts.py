@@ -95,3 +95,34 @@ def import_records(conn: Connection, records: Sequence[AlertRecord]) -> int:
     for batch in chunks(list(rows.values())):  # DO NOTHING: a concurrent importer may have won the race
         conn.execute(insert(alert).on_conflict_do_nothing(index_elements=["id"]), batch)
     return len(rows)
+
+
+def scrub_purged(conn: Connection, *, source: str | None, author: str | None, before: datetime | None) -> int:
+    """Drop the quotes of purged mentions from stored alerts (data rights reach alert history too).
+
+    A quote goes when every given filter matches it: its source, its author, and — a quote being
+    no newer than the alert that carried it — the alert's time before the cut. Counts, signals and
+    member ids stay: they name no one.
+    Returns how many alerts changed.
+    """
+    stmt = sa.select(alert)
+    if before is not None:
+        stmt = stmt.where(alert.c.at < before)
+    changed = 0
+    for row in conn.execute(stmt).mappings().all():
+        data = dict(row["data"] or {})
+        quotes = [q for q in data.get("quotes") or [] if isinstance(q, dict)]
+        kept = [
+            q
+            for q in quotes
+            if not ((source is None or q.get("source") == source) and (author is None or q.get("author") == author))
+        ]
+        if len(kept) == len(quotes):
+            continue
+        gone_urls = {q.get("url") for q in quotes if q not in kept}
+        data["quotes"] = kept
+        if data.get("link") in gone_urls:
+            data["link"] = next((q.get("url") for q in kept if q.get("url")), None)
+        update_data(conn, row["id"], data)
+        changed += 1
+    return changed

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from listener.types import as_utc
+from storage import alerts
 from storage.models import enrichment, mention, mention_label, mention_watch, source_state
 
 CHECK_CHUNK = 2000
@@ -118,4 +119,5 @@ def purge(conn: Connection, *, source: str | None, author: str | None, before: d
         .scalar_subquery()
     )
     conn.execute(sa.update(source_state).values(total_mentions=actual))
+    alerts.scrub_purged(conn, source=source, author=author, before=as_utc(before) if before is not None else None)
     return int(deleted or 0)

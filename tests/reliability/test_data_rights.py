@@ -161,3 +161,30 @@ def test_purge_retention_verb(db: Path, tmp_path: Path, capsys: pytest.CaptureFi
     config_path.write_text(f'[listener]\nretain = "1000000d"\n[storage]\ndatabase = "{db}"\n', encoding="utf-8")
     code, out = run_cli(capsys, "-c", str(config_path), "purge", "--retention", "--yes")
     assert code == 0 and "deleted 0 mention(s)" in out
+
+
+def test_purge_reaches_the_quotes_kept_in_alert_history(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from storage.alerts import AlertRecord
+
+    def quote(author: str, source: str) -> dict[str, str]:
+        return {"text": f"{author} says", "url": f"https://x.test/{author}", "author": author, "source": source}
+
+    now = datetime.now(UTC)
+    old = AlertRecord("a-old", "spike", "watch:acme", "acme spike", now - timedelta(days=400),
+                      {"quotes": [quote("carol", "reviews")], "link": "https://x.test/carol", "signals": [1]})
+    new = AlertRecord("a-new", "spike", "watch:acme", "acme spike", now,
+                      {"quotes": [quote("alice", "forum"), quote("bob", "forum")], "link": "https://x.test/alice"})
+    with Store.open(db) as store:
+        assert store.import_alerts([old, new]) == 2
+    assert run_cli(capsys, "--db", str(db), "purge", "--author", "alice", "--yes")[0] == 0
+    with Store.open(db) as store:
+        by_id = {a.id: a.data for a in store.alerts_since(now - timedelta(days=999))}
+    assert [q["author"] for q in by_id["a-new"]["quotes"]] == ["bob"]
+    assert by_id["a-new"]["link"] == "https://x.test/bob"  # the link pointed at the purged quote
+    assert by_id["a-old"]["quotes"][0]["author"] == "carol"
+    cut = (now - timedelta(days=365)).date().isoformat()
+    assert run_cli(capsys, "--db", str(db), "purge", "--before", cut, "--yes")[0] == 0
+    with Store.open(db) as store:
+        by_id = {a.id: a.data for a in store.alerts_since(now - timedelta(days=999))}
+    assert by_id["a-old"]["quotes"] == [] and by_id["a-old"]["signals"] == [1]  # counts stay, names go
+    assert [q["author"] for q in by_id["a-new"]["quotes"]] == ["bob"]
