@@ -24,10 +24,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A migrated, empty Store on each backend."""
     if request.param == "postgres":
         s = Store.open(request.getfixturevalue("pg_shared_url"))
-        with s.engine.begin() as conn:
-            conn.exec_driver_sql(
-                "TRUNCATE mention, mention_watch, mention_label, enrichment, run, source_state RESTART IDENTITY"
-            )
+        with s.engine.begin() as conn:  # every table of ours, so a new table can't leak rows between tests
+            tables = conn.exec_driver_sql(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                " AND tablename <> 'alembic_version' AND left(tablename, 13) <> 'procrastinate'"
+            ).scalars().all()
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
     else:
         s = Store.open(tmp_path / "listener.db")
     try:
