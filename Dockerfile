@@ -9,8 +9,9 @@ COPY listener ./listener
 COPY connectors ./connectors
 COPY enrich ./enrich
 COPY storage ./storage
-# Wheels for the package and every dependency; the runtime stage installs them without a compiler.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . tzdata
+# Wheels for the package and every dependency (with the PostgreSQL extra: psycopg + procrastinate for
+# the scale-out mode); the runtime stage installs them without a compiler.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]" tzdata
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
@@ -23,7 +24,7 @@ RUN groupadd --system --gid 10001 listener \
  && mkdir -p /data /etc/listener \
  && chown listener:listener /data
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels customer-voice-listener tzdata && rm -rf /wheels
+RUN pip install --no-index --find-links /wheels "customer-voice-listener[postgres]" tzdata && rm -rf /wheels
 # Say so at build time if the model file was missing from the build context (the daemon then fetches
 # and serves health as usual, logs once that enrichment is off, and retries loading every 5 minutes).
 RUN python -c "import enrich.sentiment as s; p = s.MODEL_DIR / 'model.onnx'; \
