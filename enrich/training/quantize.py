@@ -81,8 +81,13 @@ class _Rewriter:
         # GEMM; its activation scale must be a scalar, so it is 1 and the per-token scale follows.
         acc = self.node(
             "MatMulIntegerToFloat",
-            [codes, self.const("w_int8", w_codes), self.const("one", np.array(1.0, np.float32)),
-             self.const("w_scale", w_scale.astype(np.float32)), self.const("zero_point", np.array(128, np.uint8))],
+            [
+                codes,
+                self.const("w_int8", w_codes),
+                self.const("one", np.array(1.0, np.float32)),
+                self.const("w_scale", w_scale.astype(np.float32)),
+                self.const("zero_point", np.array(128, np.uint8)),
+            ],
             domain="com.microsoft",
         )
         self.new_nodes.append(helper.make_node("Mul", [acc, scale], list(node.output), name=node.name + "/pt8"))
@@ -105,7 +110,9 @@ class _Rewriter:
         scaled = self.node("Mul", [rows, row_scales])
         self.new_nodes.append(
             helper.make_node(
-                "Mul", [scaled, self.const("emb_col_scale", col_scale.astype(np.float32))], list(node.output),
+                "Mul",
+                [scaled, self.const("emb_col_scale", col_scale.astype(np.float32))],
+                list(node.output),
                 name=node.name + "/pt8",
             )
         )
@@ -154,4 +161,3 @@ def quantize_per_token(
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(out))
     return counts
-

@@ -31,9 +31,7 @@ def _model(path: Path) -> None:
     w1b = rng.normal(size=(HIDDEN, FFN)).astype(np.float32) / 4
     b1 = rng.normal(size=FFN).astype(np.float32)
     w2 = rng.normal(size=(FFN, 3)).astype(np.float32) / 7
-    inits = [
-        numpy_helper.from_array(a, n) for a, n in ((emb, "emb"), (w1, "w1"), (w1b, "w1b"), (b1, "b1"), (w2, "w2"))
-    ]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((emb, "emb"), (w1, "w1"), (w1b, "w1b"), (b1, "b1"), (w2, "w2"))]
     nodes = [
         helper.make_node("Gather", ["emb", "input_ids"], ["h"], name="embeddings/word_embeddings/Gather"),
         helper.make_node("MatMul", ["h", "w1"], ["m1"], name="layer/dense1/MatMul"),
