@@ -10,14 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx  # in the dev extra, so this runs in CI (a missing package fails loudly instead of skipping)
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from enrich.training.quantize import quantize_per_token  # noqa: E402
+from enrich.training.quantize import quantize_per_token
 
 VOCAB, HIDDEN, FFN = 1200, 16, 48
 
