@@ -78,7 +78,7 @@ class Daemon:
         self._backoff: dict[str, float] = {}
         self.metrics = Metrics()
         REDACTOR.use_config(config)
-        self.http = make_http(config, timeout=self.settings.http_timeout.total_seconds(),
+        self.http = make_http(config, store, timeout=self.settings.http_timeout.total_seconds(),
                               retries=self.settings.http_retries, sleep=self._sleep)
         self.pipeline = Pipeline(config, store, self.http)
         # The stages see the config current when the model loads (topics, watches); tests inject their own.

@@ -207,7 +207,7 @@ def run_once(config: Config, store: Store, settings: DaemonSettings,
              hook: Callable[[SourceRun, Config, Store], None] = after_fetch,
              stages_factory: Callable[[], list[Any]] | None = None) -> int:
     """`listener daemon --once`: every enabled source once, then enrich; exit 1 if a source failed (for cron)."""
-    http = make_http(config, timeout=settings.http_timeout.total_seconds(), retries=settings.http_retries)
+    http = make_http(config, store, timeout=settings.http_timeout.total_seconds(), retries=settings.http_retries)
     pipeline = Pipeline(config, store, http)
     failed = 0
     try:

@@ -62,8 +62,8 @@ class PgDaemon:
         self._reload_requested = False
         self.metrics = Metrics()
         REDACTOR.use_config(config)
-        self.http = make_http(config, timeout=settings.http_timeout.total_seconds(), retries=settings.http_retries,
-                              sleep=self._sleep)
+        self.http = make_http(config, store, timeout=settings.http_timeout.total_seconds(),
+                              retries=settings.http_retries, sleep=self._sleep)
         factory = stages_factory or (lambda: default_stages(self.runtime.config, store))
         enrich = EnrichJob(store, self.metrics, factory, self._stop, settings.enrich_batch)
         self.runtime = queue.Runtime(config, settings, store, self.http, self.metrics, enrich, self._stop, deliver)

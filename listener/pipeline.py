@@ -64,8 +64,6 @@ class Pipeline:
         self.config = config
         self.store = store
         self.http = http or make_http(config, store)
-        if not self.http.shares_slots:  # a client built without the store (e.g. the daemon's) shares its hosts too
-            self.http.share_slots(store.host_slots())
 
     def run_source(
         self, source: SourceConfig, progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None

@@ -103,7 +103,7 @@ def run_demo(*, db: Path, fresh: bool = True, enrich: bool = True, console: Cons
     store = Store.open(str(db))
     with serve_feeds() as (base, handler):
         config = demo_config(base)
-        http = make_http(config, default_rate=50.0)
+        http = make_http(config, store, default_rate=50.0)
         pipeline = Pipeline(config, store, http)
         first = pipeline.run()
         out.print(f"[bold]1st fetch[/] from {len(first)} bundled feeds served on {base}:")

@@ -94,8 +94,8 @@ def test_make_http_and_pipeline_book_slots_in_the_store_on_the_wall_clock(store:
     config = Config(path=None)
     assert make_http(config, store).shares_slots
     assert not make_http(config).shares_slots
-    http = make_http(config, transport=httpx.MockTransport(lambda r: httpx.Response(200)))  # e.g. the daemon's
-    Pipeline(config, store, http)
+    assert Pipeline(config, store).http.shares_slots
+    http = make_http(config, store, transport=httpx.MockTransport(lambda r: httpx.Response(200)))  # as daemons build it
     assert http.shares_slots
     before = time.time()
     http.get(URL)
