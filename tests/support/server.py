@@ -97,8 +97,9 @@ class ReplayServer:
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(body)
+                # Counted before writing: the client may read the whole reply before this thread runs again.
                 server.body_bytes_sent += len(body)
+                self.wfile.write(body)
 
         self._httpd = _QuietServer(("127.0.0.1", 0), _H)
         self._httpd.daemon_threads = True
