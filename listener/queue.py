@@ -24,10 +24,10 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import procrastinate
 from procrastinate import exceptions as pq_exc
@@ -41,6 +41,9 @@ from listener.health import Metrics, aware
 from listener.http import HttpClient
 from listener.pipeline import Pipeline, enrich_pending
 from storage import SourceState, Store, jobqueue
+
+if TYPE_CHECKING:
+    from listener.alerts import Alert
 
 log = logging.getLogger("listener.daemon")
 
@@ -206,10 +209,7 @@ def run_alerts(timestamp: int) -> int:
     from listener.alerts import check_alerts
 
     rt = current()
-    alerts = check_alerts(rt.store, rt.config)
-    for alert in alerts:
-        log.warning("alert: %s", alert.headline, extra={"alert": alert.id, "watch": alert.watch})
-    return len(alerts)
+    return _log_alerts(check_alerts(rt.store, rt.config))
 
 
 def run_emerging_alerts(timestamp: int) -> int:
@@ -217,7 +217,10 @@ def run_emerging_alerts(timestamp: int) -> int:
     from listener.alerts_emerging import check_emerging_alerts
 
     rt = current()
-    alerts = check_emerging_alerts(rt.store, rt.config)
+    return _log_alerts(check_emerging_alerts(rt.store, rt.config))
+
+
+def _log_alerts(alerts: Sequence[Alert]) -> int:
     for alert in alerts:
         log.warning("alert: %s", alert.headline, extra={"alert": alert.id, "watch": alert.watch})
     return len(alerts)
