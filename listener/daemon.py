@@ -28,16 +28,20 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from listener.config import Config, SourceConfig, load_config
+from listener.config import Config, SourceConfig
 from listener.daemon_jobs import ALERTS, EnrichJob, after_fetch, deliver_digest, write_digest
 from listener.daemon_settings import (
-    DaemonSettings,
+    ReloadWatch,
+    Stamp,
     backoff_delay,
+    config_stamp,
     cron_trigger,
     first_run,
-    load_settings,
+    read_reloaded_config,
+    settings_for,
     source_period,
     source_trigger,
+    warn_restart_needed,
 )
 from listener.errors import ListenerError
 from listener.health import HealthServer, Metrics, aware, render_metrics, source_health
@@ -63,14 +67,14 @@ class Daemon:
         stages_factory: Callable[[], list[Any]] | None = None,
     ) -> None:
         self._port_override = health_port
-        self.settings = self._settings_for(config)
+        self.settings = settings_for(config, health_port)
         self.config = config
         self.store = store
         self._after_fetch = after_fetch
         self._deliver = deliver
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._reload_requested = False
+        self._reloads = ReloadWatch()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._running: set[str] = set()
@@ -92,14 +96,6 @@ class Daemon:
         self.scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self.health_server: HealthServer | None = None
         self.started = time.monotonic()
-
-    def _settings_for(self, config: Config) -> DaemonSettings:
-        settings = load_settings(config)
-        if self._port_override is not None:
-            from dataclasses import replace
-
-            settings = replace(settings, health_port=self._port_override)
-        return settings
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -174,7 +170,7 @@ class Daemon:
             self._wake.set()
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
-            self._reload_requested = True
+            self._reloads.request()
             self._wake.set()
 
         signal.signal(signal.SIGTERM, on_stop)
@@ -330,51 +326,25 @@ class Daemon:
 
     # --- reload --------------------------------------------------------------------------------------
 
-    def poll_reload(self, stamp: tuple[int, int] | None) -> tuple[int, int] | None:
+    def poll_reload(self, stamp: Stamp | None) -> Stamp | None:
         """Reload on SIGHUP or when the file's mtime/size changed since `stamp`; returns the new stamp."""
-        current = self._config_stamp()
-        if self._reload_requested or current != stamp:
-            reason = "SIGHUP" if self._reload_requested else "config file changed"
-            self._reload_requested = False
-            self.reload(reason)
-        return current
+        return self._reloads.poll(self.config.path, stamp, self.reload)
 
-    def _config_stamp(self) -> tuple[int, int] | None:
-        if self.config.path is None:
-            return None
-        try:
-            st = self.config.path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+    def _config_stamp(self) -> Stamp | None:
+        return config_stamp(self.config.path)
 
     def reload(self, reason: str = "reload") -> bool:
         """Re-read the config; a broken one is refused and the running one stays. True when applied."""
-        path = self.config.path
-        if path is None:
+        checked = read_reloaded_config(self.config.path, reason, self._port_override, source_trigger)
+        if checked is None:
             return False
-        try:
-            new = load_config(path)
-            settings = self._settings_for(new)
-            from connectors import connector_class
-
-            now = datetime.now(settings.timezone)
-            for source in new.sources:
-                if source.enabled:
-                    connector_class(source.kind)
-                    source_trigger(source, settings, now)
-        except Exception as exc:
-            log.error("config reload refused (%s): %s — still running the previous config", reason, exc,
-                      extra={"config": str(path)})
-            return False
+        new, settings, now = checked.config, checked.settings, checked.now
         old, old_settings = self.config, self.settings
         for key in ("database", "storage_url"):
             if getattr(new, key) != getattr(old, key):
                 log.warning("config reload: [storage] %s changed; that needs a restart (still using %s)", key,
                             self.store.display_url)
-        for key in ("health_host", "health_port", "workers", "http_timeout", "http_retries", "timezone"):
-            if getattr(settings, key) != getattr(old_settings, key):
-                log.warning("config reload: [daemon] %s changed; that needs a restart", key)
+        warn_restart_needed(old_settings, settings)
         REDACTOR.use_config(new)
         with self._lock:
             self.config, self.settings = new, settings

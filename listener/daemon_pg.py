@@ -21,15 +21,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
 from listener import queue
-from listener.config import Config, load_config
+from listener.config import Config
 from listener.daemon_jobs import EnrichJob, deliver_digest
-from listener.daemon_settings import DaemonSettings, load_settings
+from listener.daemon_settings import (
+    RESTART_KEYS,
+    DaemonSettings,
+    ReloadWatch,
+    Stamp,
+    config_stamp,
+    read_reloaded_config,
+    settings_for,
+    warn_restart_needed,
+)
 from listener.errors import ListenerError, StorageError
 from listener.health import HealthServer, Metrics, aware, render_metrics, source_health
 from listener.logging_setup import REDACTOR
@@ -55,11 +63,11 @@ class PgDaemon:
             raise StorageError(f"database {store.display_url} has no job queue schema: run `listener db upgrade` "
                                "first, then start the daemons again")
         self._port_override = health_port
-        settings = self._settings_for(config)
+        settings = settings_for(config, health_port)
         self.store = store
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
-        self._reload_requested = False
+        self._reloads = ReloadWatch()
         self.metrics = Metrics()
         REDACTOR.use_config(config)
         self.http = make_http(config, store, timeout=settings.http_timeout.total_seconds(),
@@ -87,10 +95,6 @@ class PgDaemon:
     @property
     def settings(self) -> DaemonSettings:
         return self.runtime.settings
-
-    def _settings_for(self, config: Config) -> DaemonSettings:
-        settings = load_settings(config)
-        return settings if self._port_override is None else replace(settings, health_port=self._port_override)
 
     def _sleep(self, seconds: float) -> None:
         """HTTP waits end early, and abort the run (back to the queue), on shutdown."""
@@ -138,7 +142,7 @@ class PgDaemon:
             return await self._stop_worker(code)
 
     async def _defer_loop(self, stalled: float) -> int:
-        stamp = self._config_stamp()
+        stamp = config_stamp(self.config.path)
         next_recovery = time.monotonic() + stalled / 3
         next_cleanup = time.monotonic() + 60
         next_reload = time.monotonic() + self.settings.reload_poll.total_seconds()
@@ -227,7 +231,7 @@ class PgDaemon:
                 self._loop.call_soon_threadsafe(self._cancel_worker)
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
-            self._reload_requested = True
+            self._reloads.request()
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
@@ -236,45 +240,22 @@ class PgDaemon:
 
     # --- reload --------------------------------------------------------------------------------------
 
-    def _config_stamp(self) -> tuple[int, int] | None:
-        path = self.config.path
-        try:
-            st = path.stat() if path is not None else None
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size) if st is not None else None
-
-    def poll_reload(self, stamp: tuple[int, int] | None) -> tuple[int, int] | None:
-        current = self._config_stamp()
-        if self._reload_requested or current != stamp:
-            reason = "SIGHUP" if self._reload_requested else "config file changed"
-            self._reload_requested = False
-            self.reload(reason)
-        return current
+    def poll_reload(self, stamp: Stamp | None) -> Stamp | None:
+        """Reload on SIGHUP or when the file's mtime/size changed since `stamp`; returns the new stamp."""
+        return self._reloads.poll(self.config.path, stamp, self.reload)
 
     def reload(self, reason: str = "reload") -> bool:
         """Re-read the config; a broken one is refused and the running one stays. True when applied."""
-        path = self.config.path
-        if path is None:
+        checked = read_reloaded_config(  # a bad cron or [alerts.emerging] fails here, not in the loop
+            self.config.path, reason, self._port_override,
+            lambda source, settings, now: queue.fetch_slot(source, None, settings, now),
+            check_config=queue.emerging_every,
+        )
+        if checked is None:
             return False
-        try:
-            from connectors import connector_class
-
-            new = load_config(path)
-            settings = self._settings_for(new)
-            emerging = queue.emerging_every(new)
-            now = datetime.now(UTC)
-            for source in (x for x in new.sources if x.enabled):
-                connector_class(source.kind)
-                queue.fetch_slot(source, None, settings, now)  # a bad cron fails here, not in the loop
-        except Exception as exc:
-            log.error("config reload refused (%s): %s — still running the previous config", reason, exc,
-                      extra={"config": str(path)})
-            return False
-        for key in ("health_host", "health_port", "workers", "http_timeout", "http_retries", "timezone", "queue",
-                    "stalled_after"):
-            if getattr(settings, key) != getattr(self.settings, key):
-                log.warning("config reload: [daemon] %s changed; that needs a restart", key)
+        new, settings = checked.config, checked.settings
+        emerging = queue.emerging_every(new)
+        warn_restart_needed(self.settings, settings, (*RESTART_KEYS, "queue", "stalled_after"))
         REDACTOR.use_config(new)
         rt = self.runtime
         with rt.lock:

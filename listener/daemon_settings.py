@@ -1,13 +1,16 @@
-"""The `[daemon]` table, schedule building (triggers, jitter, back-off) and the schema gate.
+"""The `[daemon]` table, schedule building (triggers, jitter, back-off), config reload checks, the schema gate.
 
 Kept apart from the daemon loop so every rule about *when* something runs is a pure function
-that tests check without starting a scheduler.
+that tests check without starting a scheduler, and so both daemons (APScheduler and the
+PostgreSQL queue) refuse a broken config on reload the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,12 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from listener.config import Config, SourceConfig, parse_duration
+from listener.config import Config, SourceConfig, load_config, parse_duration
 from listener.errors import ConfigError, StorageError
 from storage import Store
 
+log = logging.getLogger("listener.daemon")
+"""The daemons' own logger: reload messages read the same whichever daemon logs them."""
 STARTUP_SPREAD = 10.0
 """Seconds over which overdue sources are spread at start (the worker pool bounds concurrency anyway)."""
 _DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -257,6 +262,100 @@ def first_run(
     else:
         due = (last_ok or last_run) + period
     return max(due, soon)
+
+
+# --- reload ---------------------------------------------------------------------------------------
+
+RESTART_KEYS = ("health_host", "health_port", "workers", "http_timeout", "http_retries", "timezone")
+"""`[daemon]` keys read once at start: a reload that changes one warns that it needs a restart."""
+Stamp = tuple[int, int]
+SourceCheck = Callable[[SourceConfig, DaemonSettings, datetime], object]
+
+
+def settings_for(config: Config, health_port: int | None) -> DaemonSettings:
+    """The `[daemon]` settings of `config`, with `--health-port` (when given) winning over the file."""
+    settings = load_settings(config)
+    return settings if health_port is None else replace(settings, health_port=health_port)
+
+
+def config_stamp(path: Path | None) -> Stamp | None:
+    """(mtime, size) of the config file, what a reload poll compares; None when there is none or it is unreadable."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+class ReloadWatch:
+    """When a daemon re-reads its config: after SIGHUP, or once the file's stamp differs from the last poll.
+
+    The signal handler only calls `request()`; the reload itself runs from the daemon's own loop.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self) -> None:
+        self.requested = True
+
+    def poll(self, path: Path | None, stamp: Stamp | None, reload: Callable[[str], object]) -> Stamp | None:
+        """Call `reload(reason)` when due; returns the stamp to pass to the next poll."""
+        current = config_stamp(path)
+        if self.requested or current != stamp:
+            reason = "SIGHUP" if self.requested else "config file changed"
+            self.requested = False
+            reload(reason)
+        return current
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """A re-read config that passed every check, ready to replace the running one."""
+
+    config: Config
+    settings: DaemonSettings
+    now: datetime
+    """When the sources were checked, in the configured zone: the daemon reschedules from this moment."""
+
+
+def read_reloaded_config(
+    path: Path | None, reason: str, health_port: int | None, check_source: SourceCheck,
+    check_config: Callable[[Config], object] | None = None,
+) -> CheckedConfig | None:
+    """Load and check the config at `path`; None (logged as an error) when it is refused or there is no file.
+
+    A broken config never replaces the running one: `check_config`, a known connector for every enabled
+    source and `check_source` (its schedule) must all pass, so nothing fails later inside the daemon's loop.
+    """
+    if path is None:
+        return None
+    try:
+        from connectors import connector_class
+
+        new = load_config(path)
+        settings = settings_for(new, health_port)
+        if check_config is not None:
+            check_config(new)
+        now = datetime.now(settings.timezone)
+        for source in new.sources:
+            if source.enabled:
+                connector_class(source.kind)
+                check_source(source, settings, now)
+    except Exception as exc:
+        log.error("config reload refused (%s): %s — still running the previous config", reason, exc,
+                  extra={"config": str(path)})
+        return None
+    return CheckedConfig(new, settings, now)
+
+
+def warn_restart_needed(old: DaemonSettings, new: DaemonSettings, keys: tuple[str, ...] = RESTART_KEYS) -> None:
+    """A reload keeps these settings as they were at start; say so for each one the new config changes."""
+    for key in keys:
+        if getattr(new, key) != getattr(old, key):
+            log.warning("config reload: [daemon] %s changed; that needs a restart", key)
 
 
 # --- schema gate ----------------------------------------------------------------------------------
