@@ -1,8 +1,9 @@
-"""The one HTTP client every connector uses. Politeness lives here and nowhere else.
+"""The one HTTP client every connector uses. Politeness lives here (with listener/http_slots.py, where
+each host's request times are booked) and nowhere else.
 
 - a descriptive User-Agent with a contact, so operators of the sites we read can reach us;
 - a per-host rate limit (requests/second), shared by all sources talking to that host, and by every
-  process using the same database when a `SlotReserver` (the store's) is given;
+  process using the same database when a `SlotReserver` (the store's; see listener/http_slots.py) is given;
 - retries on 408/425/429/5xx and connection errors with exponential backoff + jitter, honouring Retry-After;
 - conditional GET (ETag / Last-Modified): an unchanged resource costs a 304 and no body;
 - a response size cap enforced while streaming (decompressed), so a gzip bomb cannot fill memory;
@@ -17,14 +18,13 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import math
 import random
 import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -32,6 +32,7 @@ from protego import Protego
 
 from listener import __version__
 from listener.errors import FetchError, RateLimited
+from listener.http_slots import HostLimiter, MemorySlots, SlotReserver
 
 SAFE_ACROSS_ORIGINS = frozenset({"accept", "accept-language", "if-none-match", "if-modified-since"})
 """The only request headers kept when a redirect leaves the origin: every other one may carry a credential
@@ -125,51 +126,6 @@ class HostStats:
     errors: int = 0
 
 
-class SlotReserver(Protocol):
-    """Per-host request slots kept where several clients see them (`storage.Store.host_slots()` puts them
-    in the database), so processes sharing a database share each host's rate and Retry-After.
-
-    Times are seconds on the caller's clock; clients sharing state must share the clock (wall clock).
-    """
-
-    def reserve(self, host: str, interval: float, clock: Callable[[], float]) -> float:
-        """Book the next request to `host` and return its time: the latest of now (`clock()`, read once the
-        booking holds its lock), the previous booking + `interval` and any deferral. Atomic, so concurrent
-        callers queue up instead of sharing a slot."""
-        ...
-
-    def defer(self, host: str, until: float) -> None:
-        """No request to `host` before `until` (a Retry-After); never shortens a longer deferral."""
-        ...
-
-
-@dataclass
-class _HostLimiter:
-    """This process's interval for a host: the strictest rate any source set for it."""
-
-    interval: float
-
-
-class MemorySlots:
-    """The in-process `SlotReserver`: library use, tests on virtual clocks, and clients built without a store."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-        self._deferred: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def reserve(self, host: str, interval: float, clock: Callable[[], float]) -> float:
-        with self._lock:
-            now = clock()
-            last = self._last.get(host, -math.inf)
-            slot = self._last[host] = max(now, last + interval, self._deferred.get(host, -math.inf))
-            return slot
-
-    def defer(self, host: str, until: float) -> None:
-        with self._lock:
-            self._deferred[host] = max(self._deferred.get(host, -math.inf), until)
-
-
 class HttpClient:
     """Polite, capped, retrying GET client. Thread-safe; one per process is enough."""
 
@@ -203,7 +159,7 @@ class HttpClient:
         self._clock = clock
         self._slots: SlotReserver = slots or MemorySlots()
         self.shares_slots = slots is not None
-        self._limiters: dict[str, _HostLimiter] = {}
+        self._limiters: dict[str, HostLimiter] = {}
         self._limiters_lock = threading.Lock()
         self._robots: dict[str, Protego | None] = {}
         self.stats: dict[str, HostStats] = {}
@@ -221,7 +177,7 @@ class HttpClient:
         with self._limiters_lock:
             limiter = self._limiters.get(host)
             if limiter is None:
-                self._limiters[host] = _HostLimiter(interval)
+                self._limiters[host] = HostLimiter(interval)
             else:
                 limiter.interval = max(limiter.interval, interval)
 
@@ -239,7 +195,7 @@ class HttpClient:
         with self._limiters_lock:
             limiter = self._limiters.get(host)
             if limiter is None:
-                limiter = self._limiters[host] = _HostLimiter(1.0 / self.default_rate)
+                limiter = self._limiters[host] = HostLimiter(1.0 / self.default_rate)
             return limiter.interval
 
     def _wait_turn(self, host: str) -> None:
