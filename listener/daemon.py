@@ -29,6 +29,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from listener.config import Config, SourceConfig
+from listener.daemon_health import Health, bind_health_server, health_address, health_report, metrics_report
 from listener.daemon_jobs import ALERTS, EnrichJob, after_fetch, deliver_digest, write_digest
 from listener.daemon_settings import (
     ReloadWatch,
@@ -44,7 +45,7 @@ from listener.daemon_settings import (
     warn_restart_needed,
 )
 from listener.errors import ListenerError
-from listener.health import HealthServer, Metrics, aware, render_metrics, source_health
+from listener.health import HealthServer, Metrics, aware, source_health
 from listener.logging_setup import REDACTOR
 from listener.pipeline import Pipeline, SourceRun, default_stages, make_http
 from storage import SourceState, Store
@@ -106,17 +107,12 @@ class Daemon:
             if source.enabled:
                 self._schedule_source(source, states.get(source.name), now)
         self._schedule_background(now)
-        if self.settings.health_port is not None:
-            host, port = self.settings.health_host, self.settings.health_port
-            try:  # bind before starting anything, so a taken port fails fast and clearly
-                self.health_server = HealthServer(host, port, self.health, self.metrics_text)
-            except OSError as exc:
-                raise ListenerError(f"cannot serve health on {host}:{port}: {exc.strerror or exc} "
-                                    "(change [daemon] health_port or pass --health-port)") from None
+        # bound before starting anything, so a taken port fails fast and clearly
+        self.health_server = bind_health_server(self.settings, self.health, self.metrics_text)
         self.scheduler.start()
         if self.health_server is not None:
             self.health_server.start()
-        where = "off" if self.health_server is None else "http://{}:{}".format(*self.health_server.address)
+        where = health_address(self.health_server)
         log.info("daemon started: %d source(s), database %s, health %s", len(self.enabled_sources()),
                  self.store.display_url, where, extra={"health": where})
 
@@ -368,27 +364,18 @@ class Daemon:
 
     # --- health --------------------------------------------------------------------------------------
 
-    def health(self) -> tuple[int, dict[str, Any]]:
+    def health(self) -> Health:
         """(HTTP status, body): 503 when the scheduler is dead or the database unreachable."""
         now = datetime.now(UTC)
         uptime = time.monotonic() - self.started
         thread = getattr(self.scheduler, "_thread", None)
         scheduler_ok = bool(self.scheduler.running and thread is not None and thread.is_alive())
-        body: dict[str, Any] = {"status": "ok", "uptime": round(uptime, 1), "scheduler": scheduler_ok}
-        try:
-            states = {s.source: s for s in self.store.source_states()}
-        except Exception as exc:
-            states, body["database_error"] = {}, str(exc)
-        sources = [self._source_health(s, states.get(s.name), now, uptime) for s in self.enabled_sources().values()]
-        body["sources"] = sources
-        body["enrich"] = {"model_loaded": self.enrich.loaded, "queue_depth": self.enrich.queue_depth,
-                          "rate_per_second": round(self.metrics.enrich_rate(), 3), "error": self.enrich.error}
-        if not scheduler_ok or "database_error" in body:
-            body["status"] = "down"
-            return 503, body
-        if any(s["failing"] for s in sources):
-            body["status"] = "degraded"
-        return 200, body
+        return health_report(
+            self.store, self.enrich, self.metrics, {"uptime": round(uptime, 1), "scheduler": scheduler_ok},
+            lambda states: [self._source_health(s, states.get(s.name), now, uptime)
+                            for s in self.enabled_sources().values()],
+            self.enrich.queue_depth,
+        )
 
     def _source_health(
         self, source: SourceConfig, state: SourceState | None, now: datetime, uptime: float
@@ -401,7 +388,4 @@ class Daemon:
         )
 
     def metrics_text(self) -> str:
-        _, body = self.health()
-        snapshot = {"enrich_queue_depth": self.enrich.queue_depth, "model_loaded": self.enrich.loaded,
-                    "scheduler_running": body.get("scheduler"), "uptime": body.get("uptime", 0.0)}
-        return render_metrics(self.metrics.families(body.get("sources", []), snapshot))
+        return metrics_report(self.health(), self.metrics, self.enrich)

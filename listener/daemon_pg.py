@@ -26,7 +26,8 @@ from types import FrameType
 from typing import Any
 
 from listener import queue
-from listener.config import Config
+from listener.config import Config, SourceConfig
+from listener.daemon_health import Health, bind_health_server, health_address, health_report, metrics_report
 from listener.daemon_jobs import EnrichJob, deliver_digest
 from listener.daemon_settings import (
     RESTART_KEYS,
@@ -39,10 +40,10 @@ from listener.daemon_settings import (
     warn_restart_needed,
 )
 from listener.errors import ListenerError, StorageError
-from listener.health import HealthServer, Metrics, aware, render_metrics, source_health
+from listener.health import HealthServer, Metrics, aware, source_health
 from listener.logging_setup import REDACTOR
 from listener.pipeline import Pipeline, default_stages, make_http
-from storage import Store, jobqueue
+from storage import SourceState, Store, jobqueue
 
 log = logging.getLogger("listener.daemon")
 TICK = 1.0
@@ -106,13 +107,8 @@ class PgDaemon:
     def serve(self) -> int:
         """Run until SIGTERM/SIGINT. Returns the exit code (1: the worker died)."""
         self._install_signals()
-        if self.settings.health_port is not None:
-            host, port = self.settings.health_host, self.settings.health_port
-            try:
-                self.health_server = HealthServer(host, port, self.health, self.metrics_text).start()
-            except OSError as exc:
-                raise ListenerError(f"cannot serve health on {host}:{port}: {exc.strerror or exc} "
-                                    "(change [daemon] health_port or pass --health-port)") from None
+        server = bind_health_server(self.settings, self.health, self.metrics_text)
+        self.health_server = server.start() if server is not None else None
         try:
             return asyncio.run(self._main())
         finally:
@@ -128,7 +124,7 @@ class PgDaemon:
         async with self.app.open_async():
             queue.install(self.runtime)
             recovered = await queue.recover_stalled(self.app, stalled)
-            where = "off" if self.health_server is None else "http://{}:{}".format(*self.health_server.address)
+            where = health_address(self.health_server)
             log.info("daemon started (scale-out worker %s): %d source(s), database %s, %d job(s) of dead workers "
                      "re-queued, health %s", self.name, sum(x.enabled for x in self.config.sources),
                      self.store.display_url, recovered, where, extra={"worker": self.name, "health": where})
@@ -266,43 +262,33 @@ class PgDaemon:
 
     # --- health --------------------------------------------------------------------------------------
 
-    def health(self) -> tuple[int, dict[str, Any]]:
+    def health(self) -> Health:
         """(HTTP status, body): 503 when this process's loop or worker is dead or the database unreachable."""
         now = datetime.now(UTC)
         uptime = time.monotonic() - self.started
         worker_ok = self._worker is not None and not self._worker.done()
         loop_ok = time.monotonic() - self._last_tick < max(15.0, 5 * TICK)
-        body: dict[str, Any] = {
-            "status": "ok", "mode": "postgres", "worker": self.name, "uptime": round(uptime, 1),
-            "scheduler": bool(worker_ok and loop_ok), "queue": dict(sorted(self._queue_depth.items())),
-        }
-        try:
-            states = {st.source: st for st in self.store.source_states()}
-        except Exception as exc:
-            states, body["database_error"] = {}, str(exc)
-        sources = []
-        for source in (x for x in self.config.sources if x.enabled):
-            job, state = self._jobs.get(source.name, {}), states.get(source.name)
-            next_run = aware(job.get("todo"))
-            failures = state.consecutive_failures if state else 0
-            backoff = (next_run - now).total_seconds() if failures and next_run and next_run > now else None
-            sources.append(source_health(
-                source, state, now=now, uptime=uptime, next_run=next_run, running=bool(job.get("doing")),
-                failures=failures, backoff=backoff, failing_after=self.settings.failing_after,
-            ))
-        body["sources"] = sources
-        enrich = self.runtime.enrich
-        body["enrich"] = {"model_loaded": enrich.loaded, "queue_depth": self._queue_depth.get("enrich/todo", 0),
-                          "rate_per_second": round(self.metrics.enrich_rate(), 3), "error": enrich.error}
-        if not body["scheduler"] or "database_error" in body:
-            body["status"] = "down"
-            return 503, body
-        if any(x["failing"] for x in sources):
-            body["status"] = "degraded"
-        return 200, body
+        head = {"mode": "postgres", "worker": self.name, "uptime": round(uptime, 1),
+                "scheduler": bool(worker_ok and loop_ok), "queue": dict(sorted(self._queue_depth.items()))}
+        return health_report(
+            self.store, self.runtime.enrich, self.metrics, head,
+            lambda states: [self._source_health(source, states.get(source.name), now, uptime)
+                            for source in self.config.sources if source.enabled],
+            self._queue_depth.get("enrich/todo", 0),
+        )
+
+    def _source_health(
+        self, source: SourceConfig, state: SourceState | None, now: datetime, uptime: float
+    ) -> dict[str, Any]:
+        """A failing source's back-off is the wait until its queued retry."""
+        job = self._jobs.get(source.name, {})
+        next_run = aware(job.get("todo"))
+        failures = state.consecutive_failures if state else 0
+        backoff = (next_run - now).total_seconds() if failures and next_run and next_run > now else None
+        return source_health(
+            source, state, now=now, uptime=uptime, next_run=next_run, running=bool(job.get("doing")),
+            failures=failures, backoff=backoff, failing_after=self.settings.failing_after,
+        )
 
     def metrics_text(self) -> str:
-        _, body = self.health()
-        snapshot = {"enrich_queue_depth": body["enrich"]["queue_depth"], "model_loaded": self.runtime.enrich.loaded,
-                    "scheduler_running": body.get("scheduler"), "uptime": body.get("uptime", 0.0)}
-        return render_metrics(self.metrics.families(body.get("sources", []), snapshot))
+        return metrics_report(self.health(), self.metrics, self.runtime.enrich)
