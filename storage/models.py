@@ -135,9 +135,15 @@ class MentionRow(SQLModel, table=True):
         sa.Index("ix_mention_created_at", "created_at"),
         sa.Index("ix_mention_kind", "kind"),
         sa.Index("ix_mention_author", "author"),
-        # Live mentions only (every read filters deleted = false): time-range COUNTs read just the index.
+        # Live mentions only (every read filters deleted = false): time-range COUNTs read just the index, and
+        # stats by watch group its (day, matched) entries. PostgreSQL has it without `matched` (migration 0004).
         sa.Index(
-            "ix_mention_live_created_at", "created_at", "source", sqlite_where=_LIVE_SQLITE, postgresql_where=_LIVE_PG
+            "ix_mention_live_created_at",
+            "created_at",
+            "source",
+            "matched",
+            sqlite_where=_LIVE_SQLITE,
+            postgresql_where=_LIVE_PG,
         ),
         sa.Index(
             "ix_mention_live_source_created_at",

@@ -4,8 +4,9 @@ Ungrouped and by source (each source of a live mention, found by a skip scan), e
 COUNT over a time range of the live-mention indexes (`ix_mention_live_created_at`,
 `ix_mention_live_source_created_at`, migration 0002), all in one statement: SQLite counts index
 entries without touching the rows or sorting them (a year of 1M mentions by week: ~60 ms). Other
-groupings join what they group by and run one GROUP BY (SQLite: on the hour or day prefix of the
-stored timestamp text; weeks are folded from days here).
+groupings run one GROUP BY (SQLite: on the hour or day prefix of the stored timestamp text; weeks are
+folded from days here): by watch over each mention's watch list, which the SQLite time index carries
+(migration 0004, 30 days of 1M mentions in ~45 ms), by label joined to the label rows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from storage.labels import LABEL_NAMES
-from storage.models import UTCDateTime, mention, mention_label, mention_watch
+from storage.models import UTCDateTime, mention, mention_label
 from storage.search import Filters
 
 BUCKETS = ("hour", "day", "week")
@@ -154,15 +155,14 @@ def _parse_bucket(text: str, bucket: str) -> datetime:
 
 
 def _grouped(conn: Connection, bucket: str, group_by: str, where: list[ColumnElement[bool]]) -> Series:
-    """One GROUP BY (bucket, group value) over the mentions, joined to their watches or labels."""
+    """One GROUP BY (bucket, group value) over the mentions, joined to their labels (watches: `_by_watch`)."""
     key = _bucket_sql(conn, bucket).label("b")
     base: Any = mention
     group: ColumnElement[Any]
     if group_by == "kind":
         group = mention.c.kind
     elif group_by == "watch":
-        base = mention.outerjoin(mention_watch, mention_watch.c.mention_id == mention.c.id)
-        group = sa.func.coalesce(mention_watch.c.watch, UNWATCHED)
+        return _by_watch(conn, key, bucket, where)
     elif group_by in LABEL_NAMES:
         on = sa.and_(mention_label.c.seq == mention.c.seq, mention_label.c.name == group_by)
         base = mention.outerjoin(mention_label, on)
@@ -173,6 +173,25 @@ def _grouped(conn: Connection, bucket: str, group_by: str, where: list[ColumnEle
     counts: Counter[tuple[str, str]] = Counter()
     for text, name, n in conn.execute(stmt):
         counts[(str(name), _parse_bucket(str(text), bucket).isoformat())] += int(n)
+    return _series(counts)
+
+
+def _by_watch(conn: Connection, key: ColumnElement[Any], bucket: str, where: list[ColumnElement[bool]]) -> Series:
+    """GROUP BY (bucket, watch list) over the mentions, each list then counted once per watch in it.
+
+    `mention.matched` lists the same watches as the `mention_watch` rows (`Store.check` verifies it), and on
+    SQLite the live time index carries it (migration 0004): no row read and no watch look-up per mention.
+    """
+    stmt = sa.select(key, mention.c.matched, sa.func.count()).where(*where).group_by(key, mention.c.matched)
+    counts: Counter[tuple[str, str]] = Counter()
+    for text, matched, n in conn.execute(stmt):
+        when = _parse_bucket(str(text), bucket).isoformat()
+        for name in dict.fromkeys(matched or ()) or (UNWATCHED,):
+            counts[(str(name), when)] += int(n)
+    return _series(counts)
+
+
+def _series(counts: Counter[tuple[str, str]]) -> Series:
     series: Series = {}
     for (name, when), n in sorted(counts.items()):
         series.setdefault(name, {})[when] = n

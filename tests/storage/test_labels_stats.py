@@ -285,3 +285,30 @@ def test_migration_0002_backfill_on_postgres(pg_url: str) -> None:
     assert _ids(store, labels={"topic": "battery", "sentiment": "negative"}) == [ms[0].id]
     assert _ids(store, canonical_only=True) == [ms[0].id]
     store.close()
+
+
+def test_volume_by_watch_counts_merged_and_repeated_watches(store: Store) -> None:
+    """Grouping reads `mention.matched` (the watch rows' twin): merges on re-save, repeats and a watch filter."""
+    day = T0.replace(hour=0, minute=0)
+    first = [
+        make_mention(0, matched=("acme",)),
+        make_mention(1, matched=("acme", "acme")),  # a repeated name is one watch
+        make_mention(2, matched=()),
+        make_mention(3, matched=("globex",), extra={"deleted": True}),
+        make_mention(4, matched=("globex", "acme"), created_at=T0 + timedelta(days=1)),
+    ]
+    store.save_batch("hn", first, None)
+    store.save_batch("hn", [make_mention(0, matched=("globex",)), make_mention(2, matched=("initech",))], None)
+    start, end = T0 - timedelta(days=1), T0 + timedelta(days=3)
+    today, tomorrow = day.isoformat(), (day + timedelta(days=1)).isoformat()
+    assert store.volume(start, end, group_by="watch") == (
+        4,
+        {"acme": {today: 2, tomorrow: 1}, "globex": {today: 1, tomorrow: 1}, "initech": {today: 1}},
+    )
+    assert store.volume(start, end, group_by="watch", watches=["globex"]) == (
+        2,
+        {"acme": {today: 1, tomorrow: 1}, "globex": {today: 1, tomorrow: 1}},
+    )
+    store.save_batch("hn", [make_mention(5, matched=())], None)
+    total, series = store.volume(start, end, group_by="watch")
+    assert total == 5 and series["(none)"] == {today: 1}
