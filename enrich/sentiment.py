@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from enrich.onnx_model import OnnxTextModel, length_groups, read_card
+from enrich.onnx_model import OnnxTextModel, length_groups, read_card, spread_groups
 from enrich.textprep import compose_title_text, has_signal, head_tail_ids, normalise, smart_truncate_chars
 
 if TYPE_CHECKING:
@@ -57,12 +57,17 @@ class SentimentClassifier:
     def __init__(
         self,
         model_dir: Path | str = MODEL_DIR,
-        intra_op_threads: int = 2,
+        intra_op_threads: int = 1,
         model_file: str = "model.onnx",
         per_row: bool | None = None,
         max_padding: float = 0.15,
+        workers: int = 2,
     ) -> None:
         """``per_row=True`` runs each text as its own ONNX call; None decides from the model card.
+
+        Default: two single-threaded runs side by side (``workers=2``) rather than one run on two
+        onnxruntime threads: a tweet batch is too small for intra-op threads to share (2-core VM, batch 32:
+        one run on 2 threads used 2.85 CPU-ms per post and barely one core; see README for throughput).
 
         A model quantised with one activation scale per tensor (onnxruntime dynamic int8) gives a post
         scores that depend on its padded batch neighbours (3 % label flips between batch 1 and 32 on
@@ -72,7 +77,9 @@ class SentimentClassifier:
         """
         self._per_row = per_row
         self.max_padding = max_padding
-        self.model = OnnxTextModel(model_dir, model_file=model_file, intra_op_threads=intra_op_threads)
+        self.model = OnnxTextModel(
+            model_dir, model_file=model_file, intra_op_threads=intra_op_threads, workers=workers
+        )
         self.model_dir = self.model.model_dir
         self.temperature = 1.0
         self.max_length = 128
@@ -121,8 +128,11 @@ class SentimentClassifier:
             for i in range(len(seqs)):
                 out[i] = self._run([seqs[i]])[0]
             return out
-        for group in length_groups([len(s) for s in seqs], max(1, batch_size), self.max_padding):
-            out[group] = self._run([seqs[i] for i in group])
+        groups = length_groups([len(s) for s in seqs], max(1, batch_size), self.max_padding)
+        groups = spread_groups(groups, self.model.workers)
+        batches = self.model.run_batches("logits", [[seqs[i] for i in g] for g in groups])
+        for group, logits in zip(groups, batches, strict=True):
+            out[group] = logits
         return out
 
     def probabilities(self, normalised: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enrich.onnx_model import length_groups
+from enrich.onnx_model import length_groups, spread_groups
 from enrich.sentiment import MODEL_DIR, MODEL_VERSION, SentimentClassifier, SentimentResult, SentimentStage
 from enrich.textprep import normalise
 
@@ -129,6 +129,24 @@ def test_shipped_model_is_batch_invariant_so_it_batches(clf: SentimentClassifier
     batched = clf.logits(texts, batch_size=32)
     alone = SentimentClassifier(per_row=True).logits(texts)
     assert np.abs(batched - alone).max() < 1e-4
+
+
+def test_spread_groups_gives_every_worker_rows_and_loses_none() -> None:
+    assert spread_groups([[0]], 2) == [[0]]  # one row cannot be split
+    assert spread_groups([[0, 1, 2, 3, 4]], 2) == [[0, 1], [2, 3, 4]]
+    assert spread_groups([[0, 1], [2, 3, 4, 5]], 2) == [[0, 1], [2, 3, 4, 5]]  # already enough groups
+    spread = spread_groups([[5, 3, 1, 0, 2, 4, 6, 7]], 4)
+    assert len(spread) == 4 and sorted(i for g in spread for i in g) == list(range(8))
+    assert spread_groups([], 2) == []
+
+
+def test_concurrent_workers_give_the_same_scores_in_the_same_order(clf: SentimentClassifier) -> None:
+    texts = [normalise(t) for t in ("ok", "love it " * 20, "worst update ever, app crashes", "meh", "fine " * 40,
+                                      "the support team was slow but helpful", "🙂", "cancelled my plan today")] * 5
+    one = SentimentClassifier(intra_op_threads=2, workers=1).logits(texts, batch_size=32)
+    two = SentimentClassifier(intra_op_threads=1, workers=2)
+    assert np.array_equal(two.logits(texts, batch_size=32), one)
+    assert np.array_equal(two.logits(texts[:1], batch_size=1), one[:1])
 
 
 def test_lazy_thread_safe_load() -> None:
