@@ -71,7 +71,18 @@ def clause_spans(text: str, limit: int = MAX_CLAUSES) -> list[tuple[int, int]]:
             spans.append((a, b))
         else:
             break
-    return [(a, b) for a, b in spans if sum(ch.isalpha() for ch in text[a:b]) >= 3]
+    return [(a, b) for a, b in spans if _has_letters(text, a, b)]
+
+
+def _has_letters(text: str, a: int, b: int, need: int = 3) -> bool:
+    """At least `need` alphabetic characters in text[a:b]; stops at the third (clauses are mostly words)."""
+    found = 0
+    for ch in text[a:b]:
+        if ch.isalpha():
+            found += 1
+            if found >= need:
+                return True
+    return False
 
 
 def kept_indices(n: int, max_len: int, head_frac: float) -> list[int]:
@@ -139,10 +150,14 @@ class Encoder:
         self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._version: str | None = None
 
     @property
     def version(self) -> str:
-        return str(read_card(self.model_dir).get("version", "encoder-missing"))
+        """The model card's version, read once (every stage asks for it on every batch)."""
+        if self._version is None:
+            self._version = str(read_card(self.model_dir).get("version", "encoder-missing"))
+        return self._version
 
     def _ensure_loaded(self) -> None:
         self.model.load()
@@ -230,9 +245,12 @@ class Encoder:
         seqs: list[list[int]] = []
         offsets: list[list[tuple[int, int]]] = []
         for e in encs:
-            idx = kept_indices(len(e.ids), self.max_length, 0.75)
-            seqs.append([e.ids[k] for k in idx])
-            offsets.append([e.offsets[k] for k in idx])
+            ids, offs = e.ids, e.offsets  # each attribute read converts the whole sequence: read once
+            if len(ids) > self.max_length:
+                idx = kept_indices(len(ids), self.max_length, 0.75)
+                ids, offs = [ids[k] for k in idx], [offs[k] for k in idx]
+            seqs.append(ids)
+            offsets.append(offs)
         for part, (vecs, tokens) in self._batches(seqs, batch_size, with_tokens=True):
             post[[keep[j] for j in part]] = vecs
             for row, j in enumerate(part):
@@ -397,8 +415,9 @@ class EmbeddingStage:
         keys = [cache_key(m) for m in mentions]
         CACHE.put(keys, vecs)
         _put_clauses(keys, clauses)  # the topic stage reads these in the same process: no second pass
+        version = self.version
         out = []
         for m, v in zip(mentions, vecs, strict=True):
             data: dict[str, Any] = pack(v) if v.any() else {"dim": DIM, "f16": None, "reason": "no usable text"}
-            out.append(Enrichment(mention_id=m.id, stage=self.name, model_version=self.version, data=data))
+            out.append(Enrichment(mention_id=m.id, stage=self.name, model_version=version, data=data))
         return out

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enrich.base import Enrichment
-from enrich.embedding import ClauseData, Encoder, clause_spans, clause_vectors_for, default_encoder, mention_text
+from enrich.embedding import (
+    ClauseData,
+    Encoder,
+    clause_spans,
+    clause_vectors_for,
+    default_encoder,
+    mention_text,
+)
 from enrich.textprep import clean_unicode
 
 if TYPE_CHECKING:
@@ -51,6 +58,12 @@ class Topic:
     def keyword_re(self) -> re.Pattern[str] | None:
         return keyword_pattern(self.keywords)
 
+    @cached_property
+    def keyword_literals(self) -> tuple[str, ...] | None:
+        """The lowercased keywords when all are ASCII: `keyword_re` can only match where one occurs."""
+        found = tuple(k for k in (kw.strip().lower() for kw in self.keywords) if k)
+        return found if all(k.isascii() for k in found) else None
+
 
 def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
     """Short keywords match whole words (app ≠ apply), longer ones as word prefixes (crash → crashes)."""
@@ -64,6 +77,31 @@ def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
         end = r"s?\b" if len(kw) <= 4 and kw[-1].isalnum() else ""
         parts.append(f"{start}{body}{end}")
     return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
+# Non-ASCII characters that re.IGNORECASE equates with an ASCII letter (dotted/dotless i, Kelvin sign,
+# long s); tests/enrich/test_topics.py checks the list against every code point.
+IGNORECASE_ASCII_TWINS = "\u0130\u0131\u212a\u017f"
+
+
+def keyword_hits(topics: Sequence[Topic], lowered: str) -> list[bool]:
+    """Per topic: does its keyword pattern match the lowercased text? Same answer as `keyword_re.search`.
+
+    The pattern needs one of the topic's ASCII keywords literally, so a topic none of whose keywords
+    occurs as a substring is skipped without running the regex; texts holding a character that
+    IGNORECASE maps onto an ASCII letter (or non-ASCII keywords) always take the regex.
+    """
+    exact = not any(ch in lowered for ch in IGNORECASE_ASCII_TWINS)
+    out = []
+    for topic in topics:
+        rx, literals = topic.keyword_re, topic.keyword_literals
+        if rx is None:
+            out.append(False)
+        elif exact and literals is not None:
+            out.append(any(k in lowered for k in literals) and rx.search(lowered) is not None)
+        else:
+            out.append(rx.search(lowered) is not None)
+    return out
 
 
 def _topic_from(raw: Any, where: str) -> Topic:
@@ -215,9 +253,7 @@ class TopicModel:
             scores[i] = self.post_weight * scores[i] + (1 - self.post_weight) * rows.max(axis=0)
             evidence[i] = [names[int(k)] for k in rows.argmax(axis=0)]
         for i, text in enumerate(texts):
-            lowered = text[:20_000].lower()
-            for t, topic in enumerate(self.topics):
-                keywords[i, t] = bool(topic.keyword_re and topic.keyword_re.search(lowered))
+            keywords[i] = keyword_hits(self.topics, text[:20_000].lower())
             if not post_vecs[i].any():
                 scores[i] = -1.0
         return scores, keywords, evidence
