@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enrich.base import Enrichment
-from enrich.embedding import Encoder, default_encoder, mention_text, vectors_for
+from enrich.embedding import Encoder, default_encoder, dot_rows, mention_text, vectors_for
 
 if TYPE_CHECKING:
     from listener.types import Mention
@@ -223,7 +223,7 @@ class PrototypeClassifier:
 
     def proto_sims(self, vecs: np.ndarray) -> np.ndarray:
         protos, owner = self._proto_matrix()
-        sims = vecs @ protos.T
+        sims = dot_rows(vecs, protos)
         out = np.zeros((len(vecs), len(self.labels)), dtype=np.float32)
         for c in range(len(self.labels)):
             out[:, c] = sims[:, owner == c].max(axis=1)

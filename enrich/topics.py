@@ -29,6 +29,7 @@ from enrich.embedding import (
     clause_spans,
     clause_vectors_for,
     default_encoder,
+    dot_rows,
     mention_text,
 )
 from enrich.textprep import clean_unicode
@@ -80,7 +81,7 @@ def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
 
 
 # Non-ASCII characters that re.IGNORECASE equates with an ASCII letter (dotted/dotless i, Kelvin sign,
-# long s); tests/enrich/test_topics.py checks the list against every code point.
+# long s); tests/enrich/test_insight_invariance.py checks the list against every code point.
 IGNORECASE_ASCII_TWINS = "\u0130\u0131\u212a\u017f"
 
 
@@ -218,7 +219,7 @@ class TopicModel:
     def topic_sims(self, vecs: np.ndarray) -> np.ndarray:
         """(n × topics) best prototype cosine per topic."""
         protos, owner = self.prototypes()
-        sims = vecs @ protos.T
+        sims = dot_rows(vecs, protos)
         out = np.full((len(vecs), len(self.topics)), -1.0, dtype=np.float32)
         for t in range(len(self.topics)):
             cols = owner == t

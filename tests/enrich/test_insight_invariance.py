@@ -1,0 +1,112 @@
+"""The insight stages' speed shortcuts change no result: determinism, batch-size invariance, exact fast paths.
+
+The encoder itself is not batch invariant (onnxruntime dynamic int8 picks one activation scale per padded
+batch, see docs/insight_evaluation.md), so these tests fix the vectors first (one embedding pass over all
+mentions fills the in-process caches) and then check that everything after the encoder gives the same
+answer whatever the batch split.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from enrich.duplicates import DuplicateStage
+from enrich.embedding import EmbeddingStage, one_blas_thread
+from enrich.evaluate_insight import load_items
+from enrich.intent import IntentStage
+from enrich.journey import JourneyStage
+from enrich.language import LanguageStage
+from enrich.topics import IGNORECASE_ASCII_TWINS, Topic, TopicStage, default_taxonomy, keyword_hits
+from listener.types import Mention
+from tests.enrich.helpers import appstore_reviews, mention
+
+
+@pytest.fixture(scope="module")
+def mentions(corpora: Path) -> list[Mention]:
+    texts = [i.text for i in load_items()[:90]] + list(appstore_reviews(corpora).values())[:30]
+    texts += ["", "!!!", "ok", texts[0], texts[1] + " (reposted)", "Ich liebe diese App, aber der Akku ist schlecht."]
+    return [mention(n, t) for n, t in enumerate(texts)]
+
+
+def _run(stage_factory: Callable[[], Any], mentions: list[Mention], size: int) -> list[tuple[str, str, object]]:
+    stage = stage_factory()
+    out = []
+    for start in range(0, len(mentions), size):
+        out += [(e.mention_id, e.model_version, e.data) for e in stage.run(mentions[start : start + size])]
+    return out
+
+
+def _topics_only() -> TopicStage:
+    return TopicStage(aspect_sentiment=False)  # aspect sentiment: see the test below
+
+
+@pytest.mark.parametrize("factory", [_topics_only, IntentStage, JourneyStage, LanguageStage, DuplicateStage])
+def test_stages_after_the_encoder_are_deterministic_and_batch_size_invariant(
+    factory: Callable[[], Any], mentions: list[Mention]
+) -> None:
+    EmbeddingStage().run(mentions)  # fixes the vectors (and clause vectors) every later stage reads
+    whole = _run(factory, mentions, len(mentions))
+    assert whole == _run(factory, mentions, len(mentions))  # deterministic
+    assert _run(factory, mentions, 1) == whole
+    assert _run(factory, mentions, 7) == whole
+
+
+def test_aspect_sentiment_labels_do_not_depend_on_the_batch(mentions: list[Mention]) -> None:
+    """The sentiment model's probabilities move in the 6th decimal with the padded batch it runs in
+    (its own business, enrich/sentiment.py); labels and everything the topic stage computes do not."""
+    EmbeddingStage().run(mentions)
+
+    def strip(rows: list[tuple[str, str, Any]]) -> list[Any]:
+        return [
+            [
+                (t["name"], t["score"], t["evidence"], (t["sentiment"] or {}).get("label"), t["sentiment_reason"])
+                for t in data["topics"]
+            ]
+            for _, _, data in rows
+        ]
+
+    whole = _run(TopicStage, mentions, len(mentions))
+    assert strip(_run(TopicStage, mentions, 5)) == strip(whole)
+    assert any(t["sentiment"] for _, _, data in whole for t in data["topics"])
+
+
+def test_ignorecase_ascii_twins_are_complete() -> None:
+    """Every non-ASCII character that re.IGNORECASE matches to a lowercase ASCII keyword character is
+    listed, so the substring fast path of `keyword_hits` can never miss a regex match."""
+    everything = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    ascii_lower = "".join(chr(c) for c in range(32, 127) if not chr(c).isupper())
+    pattern = re.compile("[" + re.escape(ascii_lower) + "]", re.IGNORECASE)
+    twins = {ch for ch in pattern.findall(everything) if not ch.isascii()}
+    assert twins <= set(IGNORECASE_ASCII_TWINS) and twins
+
+
+def test_keyword_fast_path_equals_the_regexes() -> None:
+    topics = [*default_taxonomy(), Topic("café", "coffee", keywords=("café", "wıfı"))]
+    texts = [i.text for i in load_items()] + [
+        "The WIFI keeps dropping",
+        "the wıfı keeps dropping",  # dotless i: IGNORECASE matches 'i'
+        "the ſync is broken",  # long s
+        "İnstall failed, \u212aeyboard too",  # dotted capital I, Kelvin sign
+        "price: $5/month, log-in broken",
+        "",
+        "apply, apps, application",
+    ]
+    for text in texts:
+        lowered = text.lower()
+        want = [bool(t.keyword_re and t.keyword_re.search(lowered)) for t in topics]
+        assert keyword_hits(topics, lowered) == want, text
+
+
+def test_one_blas_thread_gives_the_same_products() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 384)).astype(np.float32), rng.normal(size=(384, 70)).astype(np.float32)
+    with one_blas_thread(), one_blas_thread():  # re-entrant
+        inside = a @ b
+    assert np.allclose(inside, a @ b, atol=1e-4)
