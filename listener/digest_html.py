@@ -5,17 +5,16 @@ only the HTML digest shows: a daily volume series by sentiment, per-channel sent
 (complaints/requests/questions with deduplicated quotes), share of voice, and source health that
 also flags *lagging* sources, so a silent gap is never mistaken for silence.
 `render_html` escapes every piece of user content (Jinja autoescape) and only links http(s) URLs.
+The chart's series and PNG are in listener/digest_chart.py.
 """
 
 from __future__ import annotations
 
 import base64
-import io
-import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,14 +31,12 @@ from listener.digest import (
     make_quote,
     safe_url,
 )
+from listener.digest_chart import CHART_DAYS, COLOURS, DayVolume, chart_png, daily_volumes
 from listener.digest_topics import pts, rise, signed
 from listener.types import Mention, utcnow
 from storage import Store
 
-log = logging.getLogger(__name__)
-CHART_DAYS = 14
 CHART_CID = "volume-chart"
-COLOURS = {"negative": "#d64545", "neutral": "#a3adb8", "positive": "#2f9e6e", "unrated": "#dfe4ea"}
 _QUOTES_PER_LIST = 3
 _FEED_TITLES = ("New comment by ", "Comment by ", "Comment on ", "Re: ")
 
@@ -51,13 +48,6 @@ class Headline:
     change: str
     tone: str  # "good" | "bad" | "flat": colours the change, since "up" is bad for complaints
     note: str = ""
-
-
-@dataclass
-class DayVolume:
-    day: date
-    counts: Counter[str] = field(default_factory=Counter)  # SENTIMENTS + "unrated"
-    in_period: bool = True  # the chart shades the days this digest covers
 
 
 @dataclass
@@ -244,7 +234,7 @@ def build_email_digest(
     asks_prev = sum(w.previous for w in wants if w.key != "complaints")
 
     tz = _zone(config.timezone)
-    daily = _daily(window, labels, base.until, tz)
+    daily = daily_volumes(window, labels, base.until, tz)
     first = base.since.astimezone(tz).date()
     for day in daily:
         day.in_period = day.day >= first
@@ -315,69 +305,6 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
-
-
-def _daily(window: list[Mention], labels: dict[str, str | None], until: datetime, tz: ZoneInfo) -> list[DayVolume]:
-    last = until.astimezone(tz).date()
-    days = {last - timedelta(days=i): DayVolume(last - timedelta(days=i)) for i in range(CHART_DAYS - 1, -1, -1)}
-    for m in window:
-        slot = days.get(m.created_at.astimezone(tz).date())
-        if slot is not None:
-            slot.counts[labels.get(m.id) or "unrated"] += 1
-    return list(days.values())
-
-
-def render_chart(daily: Sequence[DayVolume]) -> bytes:
-    """Stacked daily bars (negative at the bottom, where the eye starts) as a PNG, via Agg: no display needed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.0, 2.1), dpi=200)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    xs = list(range(len(daily)))
-    bottom = [0] * len(daily)
-    for key in ("negative", "neutral", "positive", "unrated"):
-        values = [d.counts[key] for d in daily]
-        if any(values) or key != "unrated":
-            ax.bar(xs, values, bottom=bottom, color=COLOURS[key], width=0.72, label=key, linewidth=0)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_xticks(xs[::2] if len(xs) > 8 else xs)
-    ax.set_xticklabels([f"{d.day:%b} {d.day.day}" for d in daily][:: 2 if len(xs) > 8 else 1], fontsize=7,
-                       color="#5b6670")
-    ax.tick_params(axis="y", labelsize=7, colors="#5b6670", length=0)
-    ax.tick_params(axis="x", length=0)
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
-    ax.spines["bottom"].set_color("#ccd3da")
-    ax.yaxis.grid(True, color="#eef1f4", linewidth=0.8)
-    ax.set_axisbelow(True)
-    inside = [i for i, d in enumerate(daily) if d.in_period]
-    if inside and len(inside) < len(daily):
-        ax.axvspan(inside[0] - 0.5, inside[-1] + 0.5, color="#eef3fb", zorder=0, linewidth=0)
-        ax.text(inside[-1] + 0.45, 1.0, "this digest", transform=ax.get_xaxis_transform(), ha="right", va="top",
-                fontsize=6.5, color="#5b7bb0")
-    if any(bottom):
-        ax.set_ylim(0, max(bottom) * 1.18)
-    else:
-        ax.text(0.5, 0.5, "no mentions in the last 14 days", transform=ax.transAxes, ha="center", color="#8a949e")
-        ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", ncols=4, fontsize=7, frameon=False, bbox_to_anchor=(0, 1.2), handlelength=1)
-    fig.tight_layout(pad=0.4)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor="white", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def chart_png(ed: EmailDigest) -> bytes | None:
-    """The chart, or None (no series, or matplotlib not installed: the digest goes out without it)."""
-    if not ed.daily:
-        return None
-    try:
-        return render_chart(ed.daily)
-    except ImportError as exc:
-        log.warning("digest chart skipped: %s (pip install matplotlib)", exc)
-        return None
 
 
 @lru_cache(maxsize=1)
