@@ -25,7 +25,7 @@ import numpy as np
 
 from enrich.base import Enrichment
 from enrich.embedding import mention_text
-from enrich.textprep import clean_unicode
+from enrich.textprep import clean_unicode, has_at_least
 
 if TYPE_CHECKING:
     from listener.types import Mention
@@ -145,7 +145,7 @@ class DuplicateIndex:
 
     def add(self, mention_id: str, created_at: datetime, text: str, group_id: str | None = None) -> dict[str, Any]:
         norm = normalise_for_hash(text)
-        if sum(ch.isalnum() for ch in norm) < 3:
+        if not has_at_least(norm, 3, str.isalnum):
             return {
                 "group": None,
                 "canonical": True,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from enrich.base import Enrichment
 from enrich.embedding import mention_text
-from enrich.textprep import clean_unicode
+from enrich.textprep import clean_unicode, has_at_least
 
 if TYPE_CHECKING:
     from listener.types import Mention
@@ -71,8 +71,7 @@ class LanguageDetector:
     def detect(self, text: str | bytes, hint: str | None = None) -> dict[str, Any]:
         """{"lang", "confidence", "reliable", "reason"}: never raises on odd input."""
         cleaned = _WS_RE.sub(" ", _URL_RE.sub(" ", clean_unicode(text)[:5000])).strip()
-        letters = sum(ch.isalpha() for ch in cleaned)
-        if letters < 3:
+        if not has_at_least(cleaned, 3):
             lang = hint if hint else UNDETERMINED
             return {"lang": lang, "confidence": 0.0, "reliable": False, "reason": "too little text"}
         code, conf = self._identifier().classify(cleaned)

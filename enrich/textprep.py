@@ -10,11 +10,13 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Callable
 
 __all__ = [
     "clean_unicode",
     "compose_title_text",
     "demojize",
+    "has_at_least",
     "has_signal",
     "head_tail_ids",
     "normalise",
@@ -120,6 +122,23 @@ def has_signal(text: str) -> bool:
     """
     stripped = text.replace("@user", " ").replace("http", " ")
     return bool(_LETTER_RE.search(stripped))
+
+
+def has_at_least(text: str, need: int, test: Callable[[str], bool] = str.isalpha) -> bool:
+    """At least `need` characters of `text` pass `test` (letters by default).
+
+    Stops at the `need`-th hit: the stages only ask "are there 3 letters?", which a post answers within
+    its first few characters, so counting all of them was wasted work on every long post.
+    """
+    found = 0
+    if need <= 0:
+        return True
+    for ch in text:
+        if test(ch):
+            found += 1
+            if found >= need:
+                return True
+    return False
 
 
 def compose_title_text(title: str | None, text: str | None) -> str:

@@ -10,6 +10,7 @@ from enrich.textprep import (
     clean_unicode,
     compose_title_text,
     demojize,
+    has_at_least,
     has_signal,
     head_tail_ids,
     normalise,
@@ -117,3 +118,14 @@ def test_fast_paths_match_the_per_character_rules() -> None:
         assert cleaned == _reference_clean(text)
         assert demojize(cleaned) == _reference_demojize(cleaned)
     assert demojize("plain ascii, nothing to do") == "plain ascii, nothing to do"
+
+
+def test_has_at_least_matches_counting() -> None:
+    """The early-exit count answers like counting every character (letters, or any predicate)."""
+    rng = random.Random(3)
+    pool = [*"ab1 _-é٣", "\u00b2", "日", "🙂"]
+    for _ in range(2000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 12)))
+        for need in (0, 1, 3):
+            assert has_at_least(text, need) == (sum(ch.isalpha() for ch in text) >= need)
+            assert has_at_least(text, need, str.isalnum) == (sum(ch.isalnum() for ch in text) >= need)
