@@ -32,7 +32,7 @@ from enrich.embedding import (
     dot_rows,
     mention_text,
 )
-from enrich.textprep import clean_unicode
+from enrich.textprep import IGNORECASE_ASCII_TWINS, clean_unicode
 
 if TYPE_CHECKING:
     from listener.config import Config
@@ -78,11 +78,6 @@ def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
         end = r"s?\b" if len(kw) <= 4 and kw[-1].isalnum() else ""
         parts.append(f"{start}{body}{end}")
     return re.compile("|".join(parts), re.IGNORECASE) if parts else None
-
-
-# Non-ASCII characters that re.IGNORECASE equates with an ASCII letter (dotted/dotless i, Kelvin sign,
-# long s); tests/enrich/test_insight_invariance.py checks the list against every code point.
-IGNORECASE_ASCII_TWINS = "\u0130\u0131\u212a\u017f"
 
 
 def keyword_hits(topics: Sequence[Topic], lowered: str) -> list[bool]:

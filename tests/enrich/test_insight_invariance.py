@@ -20,10 +20,11 @@ import pytest
 from enrich.duplicates import DuplicateStage
 from enrich.embedding import EmbeddingStage, one_blas_thread
 from enrich.evaluate_insight import load_items
-from enrich.intent import IntentStage
-from enrich.journey import JourneyStage
+from enrich.intent import IntentStage, PrototypeClassifier, intent_classifier
+from enrich.journey import JourneyStage, journey_classifier
 from enrich.language import LanguageStage
-from enrich.topics import IGNORECASE_ASCII_TWINS, Topic, TopicStage, default_taxonomy, keyword_hits
+from enrich.textprep import IGNORECASE_ASCII_TWINS, caseless_ascii_pattern, lowered_for_ascii_patterns
+from enrich.topics import Topic, TopicStage, default_taxonomy, keyword_hits
 from listener.types import Mention
 from tests.enrich.helpers import appstore_reviews, mention
 
@@ -85,6 +86,59 @@ def test_ignorecase_ascii_twins_are_complete() -> None:
     pattern = re.compile("[" + re.escape(ascii_lower) + "]", re.IGNORECASE)
     twins = {ch for ch in pattern.findall(everything) if not ch.isascii()}
     assert twins <= set(IGNORECASE_ASCII_TWINS) and twins
+
+
+def test_lowercasing_keeps_every_regex_class() -> None:
+    """Why case-sensitive search on lowered text can replace IGNORECASE: apart from U+0130 (a twin), every
+    character lowercases to one character of the same \\w / \\d / \\s class."""
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    assert [ch for ch in chars if len(ch.lower()) != 1] == ["\u0130"]
+    single = "".join(ch for ch in chars if ch != "\u0130")
+    lowered = single.lower()
+    assert len(lowered) == len(single)
+    for cls in (r"\w", r"\d", r"\s", r"\b"):
+        rx = re.compile(cls)
+        assert [m.start() for m in rx.finditer(single)] == [m.start() for m in rx.finditer(lowered)], cls
+
+
+def _reference_cue_counts(clf: PrototypeClassifier, texts: list[str]) -> np.ndarray:
+    return np.asarray(
+        [[sum(1 for p in pats if p.search(t[:2000])) for pats in clf._cue_res.values()] for t in texts],
+        dtype=np.float32,
+    )
+
+
+def test_cue_fast_path_counts_like_ignorecase() -> None:
+    texts = [i.text for i in load_items()] + [
+        "WHY does it CRASH?\nPlease ADD dark mode",
+        "ıs it possible? Doesn't work",  # dotless i: IGNORECASE matches 'is'
+        "İs there a fix? The ſupport is awful",  # dotted capital I, long s
+        "\u212ainda love it",  # Kelvin sign
+        "ΣΊΣΥΦΟΣ ς σ, BUT it is NOT working",
+        "",
+    ]
+    for clf in (intent_classifier(), journey_classifier()):
+        fast = [f for pats in clf._cue_fast.values() for f in pats]
+        assert fast and all(f is not None for f in fast)  # every shipped cue takes the fast path
+        assert np.array_equal(clf.cue_counts(texts), _reference_cue_counts(clf, texts))
+    assert lowered_for_ascii_patterns("Abc") == "abc" and lowered_for_ascii_patterns("\u0131s") is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "ok"),
+    [
+        (r"\b(?:crash\w*|bug)\b", True),
+        (r"\?\s*$", True),
+        (r"^\bhow\b", True),
+        (r"\bFoo", False),
+        (r"\x41pp", False),
+        (r"(?-i:app)", False),
+        (r"\\S", False),
+        (r"café", False),
+    ],
+)
+def test_caseless_ascii_pattern(pattern: str, ok: bool) -> None:
+    assert caseless_ascii_pattern(pattern) is ok
 
 
 def test_keyword_fast_path_equals_the_regexes() -> None:
