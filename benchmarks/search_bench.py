@@ -274,6 +274,13 @@ def measure(store: Store, repeat: int, end: datetime, only: str | None = None) -
         "api text: exclusion": api("/api/mentions", lambda: {"q": excl()}),
         "api text + relevance": api("/api/mentions", lambda: {"q": common(), "sort": "relevance"}),
         "api text + source + 7d": api("/api/mentions", lambda: {"q": common(), "source": sources(), "since": week}),
+        "api text + relevance + source": api(
+            "/api/mentions", lambda: {"q": common(), "sort": "relevance", "source": sources()}
+        ),
+        "api text + relevance + 7d": api("/api/mentions", lambda: {"q": common(), "sort": "relevance", "since": week}),
+        "api text + relevance + negative": api(
+            "/api/mentions", lambda: {"q": common(), "sort": "relevance", "sentiment": "negative"}
+        ),
         "api sentiment=negative": api("/api/mentions", {"sentiment": "negative"}),
         "api keyset page 50": api("/api/mentions", {"limit": 50, "after": token}),
         "api one mention": api(f"/api/mentions/{some_id}", {}),

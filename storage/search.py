@@ -20,9 +20,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from listener.types import Mention, as_utc
 from storage import labels as label_rows
+from storage import relevance
 from storage.fts import fts5_match, parse_search, pg_tsquery
 from storage.models import UTCDateTime, mention, mention_watch
 from storage.records import SearchPage, StoredMention, to_mention
+from storage.relevance import FTS as _FTS
 
 SORTS = ("newest", "relevance", "engagement")
 NO_SCORE = -1e300
@@ -32,7 +34,6 @@ TIME_DRIVEN_ABOVE = 2000
 """SQLite newest-first text search: with more matches than this, walk mentions newest-first and keep those
 in the match set, instead of reading and sorting every match (a common word matches 10%+ of the store)."""
 
-_FTS = sa.table("mention_fts", sa.column("rowid", sa.Integer))
 _FTS_NAME: ColumnElement[Any] = sa.literal_column("mention_fts")
 _PG_SEARCH: ColumnElement[Any] = sa.literal_column("mention.search")
 
@@ -175,9 +176,16 @@ def search(
     if sort == "relevance" and rank is None:
         sort = "newest"  # nothing to be relevant to: newest first is the useful order
     key: ColumnElement[Any]
+    in_span: ColumnElement[bool] | None = None
     if sort == "relevance":
         assert rank is not None
         key, descending = rank, False
+        if conn.dialect.name == "sqlite":
+            span = replace(filters, kinds=(), watches=(), authors=(), labels=(), canonical_only=False, min_score=None)
+            timed = filters.since is not None or filters.until is not None
+            in_span = relevance.in_seq_span(conn, span.clauses()) if timed else None
+            if in_span is not None:
+                where.append(in_span)  # FTS5 reads only that rowid range of each doclist
     elif sort == "engagement":
         key, descending = sa.func.coalesce(mention.c.score, NO_SCORE), True
     else:
@@ -202,8 +210,15 @@ def search(
         if hits > TIME_DRIVEN_ABOVE:
             rows = conn.execute(sa.select(sa.func.max(mention.c.seq))).scalar_one() or 0
             page = _time_driven(plan, where, key, limit, probe=hits * 4 > rows)
-    elif sort == "relevance" and conn.dialect.name == "sqlite" and not filters.narrows:
-        keys = _ranked_in_fts(conn, plan, limit, after)
+    elif sort == "relevance" and conn.dialect.name == "sqlite":
+        assert plan.match is not None and rank is not None
+        subqueries = bool(filters.watches or filters.labels or filters.canonical_only)
+        indexed = bool(filters.sources or filters.kinds or filters.authors or in_span is not None)
+        keys = relevance.ranked_in_fts(
+            conn, [plan.match] if in_span is None else [plan.match, in_span], rank, filters.clauses(),
+            narrows=filters.narrows, subqueries=subqueries, indexed=indexed, limit=limit,
+            after=_decode(after, sort) if after is not None else None,
+        )  # fmt: skip
     if keys is None:
         keys = conn.execute(page).all()
     seqs = [row.seq for row in keys[:limit]]
@@ -227,30 +242,6 @@ def search(
         last_key = last._key.isoformat() if sort == "newest" else float(last._key)
         next_after = _encode(sort, last_key, last.seq)
     return SearchPage(items=items, next_after=next_after)
-
-
-def _ranked_in_fts(conn: Connection, plan: _Plan, limit: int, after: str | None) -> Sequence[Any] | None:
-    """Unfiltered relevance on SQLite: rank inside FTS5 (bm25 + top-N, no join), then drop deleted rows.
-
-    Joining every match to `mention` first costs as much again as bm25 itself. None when deleted
-    mentions ate into the over-fetched candidates (the caller then runs the join plan).
-    """
-    assert plan.match is not None and plan.rank is not None
-    rank, rowid = plan.rank, _FTS.c.rowid
-    wanted = 2 * (limit + 1)
-    stmt = sa.select(rowid.label("seq"), rank.label("_key")).select_from(_FTS).where(plan.match)
-    if after is not None:
-        last_key, last_seq = _decode(after, "relevance")
-        bound = sa.bindparam("after_key", last_key, type_=sa.Float)
-        stmt = stmt.where(sa.or_(rank > bound, sa.and_(rank == bound, rowid < last_seq)))
-    candidates = conn.execute(stmt.order_by(sa.literal_column("_key"), rowid.desc()).limit(wanted)).all()
-    seqs = [row.seq for row in candidates]
-    alive = sa.select(mention.c.seq).where(mention.c.seq.in_(seqs), mention.c.deleted == sa.false())
-    live = set(conn.execute(alive).scalars())
-    keys = [row for row in candidates if row.seq in live]
-    if len(keys) > limit or len(candidates) < wanted:
-        return keys[: limit + 1]
-    return None
 
 
 def thread(conn: Connection, source: str, thread_id: str, limit: int) -> list[StoredMention]:
