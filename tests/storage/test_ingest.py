@@ -224,3 +224,18 @@ def test_nul_characters_do_not_fail_the_batch(store: Store) -> None:
     loaded = store.get_mention(m.id)
     assert loaded is not None and loaded.text == "bad\ufffdbyte" and loaded.extra == {"k": "v\ufffd"}
     assert store.count("bad") == 1
+
+
+def test_batch_wide_values_are_converted_once_and_equal_ones_each() -> None:
+    calls: list[object] = []
+
+    def process(value: object) -> str:
+        calls.append(value)
+        return repr(value)
+
+    clock = datetime(2026, 3, 1, tzinfo=UTC)
+    assert storage.ingest._converted(process, [clock] * 4) == [repr(clock)] * 4 and calls == [clock]
+    calls.clear()
+    equal = [1, 1.0, True, 1]  # equal, yet not the same value
+    assert storage.ingest._converted(process, equal) == ["1", "1.0", "True", "1"]
+    assert len(calls) == 4
