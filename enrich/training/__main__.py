@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--stop-at", default=None, help="UTC HH:MM: checkpoint and exit after this time")
     t.add_argument("--init-from", default=None, help="warm start from this run's best/ weights (e.g. minilm-ft-v1)")
     t.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the distillation loss (with --soft-labels)")
+    t.add_argument("--seed", type=int, default=13, help="data order, dropout and head initialisation")
     e = sub.add_parser("export", help="ONNX export + int8 + temperature calibration")
     e.add_argument("--run", default="minilm-ft-v1")
     v = sub.add_parser("evaluate", help="per-domain report (EVALUATION.md/json)")
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     te = sub.add_parser("teacher", help="fine-tune mpnet teacher and write soft labels (resumable)")
     te.add_argument("--stop-at", default=None)
     te.add_argument("--epochs", type=float, default=1.0, help="teacher fine-tune length (fixes the LR schedule)")
+    so = sub.add_parser("soup", help="average the weights of finished runs into a new run (model soup)")
+    so.add_argument("runs", nargs="+")
+    so.add_argument("--out", required=True, help="name of the new run")
     sub.add_parser("card", help="render MODEL_CARD.md + experiments.jsonl from recorded artefacts")
     a = sub.add_parser("all", help="prepare + train + export + evaluate")
     a.add_argument("--run", default="minilm-ft-v1")
@@ -61,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
                 soft_labels=args.soft_labels,
                 init_from=args.init_from,
                 kd_alpha=args.kd_alpha,
+                seed=args.seed,
             )
         train(recipe, stop_at=stop_at(getattr(args, "stop_at", None)))
+    if args.cmd == "soup":
+        from enrich.training.soup import soup
+
+        soup(args.runs, args.out)
     if args.cmd in ("export", "all"):
         from enrich.training.export import export
 
