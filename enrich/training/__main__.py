@@ -1,7 +1,8 @@
-"""CLI: ``python -m enrich.training {prepare,train,export,evaluate,card,teacher,all}``.
+"""CLI: ``python -m enrich.training {prepare,train,teacher,soup,export,evaluate,card,all}``.
 
-``all`` reproduces the shipped model from scratch (data -> fine-tune -> ONNX/int8
-+ calibration -> evaluation report). Every step is resumable / idempotent.
+``all`` reproduces the shipped model from scratch: data -> plain fine-tune -> mpnet teacher and its soft
+labels -> two distilled students -> their weight soup -> ONNX/int8 + calibration -> evaluation report and
+card. Every step is resumable / idempotent, so ``all --stop-at HH:MM`` can be rerun across sessions.
 """
 
 from __future__ import annotations
@@ -10,9 +11,30 @@ import argparse
 import json
 import os
 import time
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SOFT_LABELS = "enrich/training/data/teacher_soft_labels.npz"
+# The shipped model's chain: (run, Recipe overrides) trained in order, then souped into SHIPPED_RUN.
+STUDENTS: list[tuple[str, dict[str, Any]]] = [
+    ("minilm-ft-v1", {"epochs": 2.0, "lr": 5e-5}),
+    ("minilm-kd-v1", {"epochs": 1.0, "lr": 3e-5, "soft_labels": SOFT_LABELS, "init_from": "minilm-ft-v1"}),
+    (
+        "minilm-kd-v2",
+        {
+            "epochs": 1.0,
+            "lr": 4e-5,
+            "soft_labels": SOFT_LABELS,
+            "init_from": "minilm-ft-v1",
+            "kd_alpha": 0.8,
+            "seed": 29,
+        },
+    ),
+]
+SOUP_OF = ["minilm-ft-v1", "minilm-kd-v1", "minilm-kd-v2"]
+SHIPPED_RUN = "minilm-soup-v1"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("runs", nargs="+")
     so.add_argument("--out", required=True, help="name of the new run")
     sub.add_parser("card", help="render MODEL_CARD.md + experiments.jsonl from recorded artefacts")
-    a = sub.add_parser("all", help="prepare + train + export + evaluate")
-    a.add_argument("--run", default="minilm-ft-v1")
+    a = sub.add_parser("all", help="reproduce the shipped model: every step below, in order (resumable)")
+    a.add_argument("--stop-at", default=None, help="UTC HH:MM: checkpoint and exit after this time")
     args = p.parse_args(argv)
 
     def stop_at(hhmm: str | None) -> float | None:
@@ -53,21 +75,23 @@ def main(argv: list[str] | None = None) -> int:
         from enrich.training.data import prepare
 
         print(json.dumps(prepare()["split_sizes"], indent=1))
-    if args.cmd in ("train", "all"):
+    if args.cmd == "train":
         from enrich.training.train import Recipe, train
 
-        recipe = Recipe(run=args.run)
-        if args.cmd == "train":
-            recipe = Recipe(
-                run=args.run,
-                epochs=args.epochs,
-                lr=args.lr,
-                soft_labels=args.soft_labels,
-                init_from=args.init_from,
-                kd_alpha=args.kd_alpha,
-                seed=args.seed,
-            )
-        train(recipe, stop_at=stop_at(getattr(args, "stop_at", None)))
+        recipe = Recipe(
+            run=args.run,
+            epochs=args.epochs,
+            lr=args.lr,
+            soft_labels=args.soft_labels,
+            init_from=args.init_from,
+            kd_alpha=args.kd_alpha,
+            seed=args.seed,
+        )
+        train(recipe, stop_at=stop_at(args.stop_at))
+    if args.cmd == "all" and not _reproduce_chain(stop_at(args.stop_at)):
+        print(json.dumps({"event": "paused", "hint": "rerun the same command to continue"}))
+        return 0
+    run = SHIPPED_RUN if args.cmd == "all" else getattr(args, "run", SHIPPED_RUN)
     if args.cmd == "soup":
         from enrich.training.soup import soup
 
@@ -75,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd in ("export", "all"):
         from enrich.training.export import export
 
-        export(args.run)
+        export(run)
     if args.cmd in ("evaluate", "all"):
         from enrich.training.evaluate import evaluate
 
-        evaluate(args.run)
+        evaluate(run)
     if args.cmd in ("card", "all"):
         from enrich.training.card import render_card
 
@@ -89,6 +113,31 @@ def main(argv: list[str] | None = None) -> int:
 
         run_teacher(stop_at=stop_at(args.stop_at), epochs=args.epochs)
     return 0
+
+
+def _reproduce_chain(stop: float | None) -> bool:
+    """Teacher, students and soup of the shipped model; False when ``stop`` interrupted a step."""
+    import dataclasses
+
+    import torch
+
+    from enrich.training.soup import soup
+    from enrich.training.teacher import run_teacher
+    from enrich.training.train import Recipe, train
+
+    def finished(run_dir: object) -> bool:
+        state = torch.load(f"{run_dir}/state.pt", weights_only=False)
+        return bool(state.get("done"))
+
+    for name, overrides in STUDENTS:
+        if overrides.get("soft_labels") and not os.path.exists(SOFT_LABELS):
+            run_teacher(stop_at=stop)
+            if not os.path.exists(SOFT_LABELS):
+                return False
+        if not finished(train(dataclasses.replace(Recipe(run=name), **overrides), stop_at=stop)):
+            return False
+    soup(SOUP_OF, SHIPPED_RUN)
+    return True
 
 
 if __name__ == "__main__":

@@ -84,8 +84,17 @@ def soup(runs: Sequence[str], out_run: str, out_root: Path = CACHE / "train") ->
     recipe = {"run": out_run, "base": "minilm", "soup_of": list(runs), "weights": "uniform", "ingredients": recipes}
     events = [
         {"time": stamp, "event": "start", "recipe": recipe},
-        {"time": stamp, "event": "eval", "step": 0, "epoch": 0, "val_macro_recall": round(mr, 4),
-         "val_acc": round(acc, 4), "best": mr, "improved": True, "eval_s": round(time.time() - t0, 1)},
+        {
+            "time": stamp,
+            "event": "eval",
+            "step": 0,
+            "epoch": 0,
+            "val_macro_recall": round(mr, 4),
+            "val_acc": round(acc, 4),
+            "best": mr,
+            "improved": True,
+            "eval_s": round(time.time() - t0, 1),
+        },
         {"time": stamp, "event": "done", "step": 0, "best": mr},
     ]
     (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
