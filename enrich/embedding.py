@@ -1,4 +1,4 @@
-"""Sentence embeddings: base all-MiniLM-L6-v2 in ONNX (int8), computed once per mention and stored.
+"""Sentence embeddings: base all-MiniLM-L6-v2 in ONNX (per-token int8), computed once per mention and stored.
 
 Every insight stage (topics, intent, journey, emerging clusters, semantic search) reads these
 vectors instead of running the encoder again. The ONNX graph already mean-pools and
@@ -17,7 +17,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enrich.base import Enrichment
-from enrich.onnx_model import OnnxTextModel, read_card
+from enrich.onnx_model import OnnxTextModel, length_groups, read_card, spread_groups
 from enrich.textprep import (
     compose_title_text,
     has_at_least,
@@ -160,11 +159,27 @@ def pool_clauses(text: str, offsets: Sequence[tuple[int, int]], tokens: np.ndarr
     return [text[a:b][:400] for a, b in (spans[k] for k in ok)], unit.astype(np.float32)
 
 
+def mean_unit(tokens: np.ndarray) -> np.ndarray:
+    """L2-normalised mean of one text's token states (its real tokens only): the graph's pooling, in numpy.
+
+    Done here rather than read from the graph's ``embedding`` output so both `Encoder.embed` and
+    `Encoder.embed_clauses` fetch one output (``token_embeddings``) and give bit-identical post vectors.
+    """
+    mean = tokens.astype(np.float64).mean(axis=0)
+    unit: np.ndarray = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return unit
+
+
 class Encoder:
-    """Thread-safe lazy ONNX sentence encoder. `embed` returns unit vectors; unusable text → zeros."""
+    """Thread-safe lazy ONNX sentence encoder. `embed` returns unit vectors; unusable text → zeros.
+
+    A batch-invariant model (its card says ``batch_invariant``: per-token int8, checked at export) runs
+    in padded batches of similar length, up to ``max_batch`` rows with padding within ``max_padding`` of
+    the real tokens (`length_groups`), ``workers`` batches at once, each on one onnxruntime thread. A
+    model without that promise runs every text alone, so a stored vector never depends on its neighbours.
+    """
 
     max_length = 128
-    batch_size = 8
 
     def __init__(
         self,
@@ -172,6 +187,9 @@ class Encoder:
         intra_op_threads: int = 1,
         model_file: str = "model.onnx",
         workers: int | None = None,
+        per_row: bool | None = None,
+        max_batch: int = 32,
+        max_padding: float = 0.15,
     ) -> None:
         # One onnxruntime thread per call and `workers` calls at once: MiniLM's ops are small, so two
         # intra-op threads spend much of their time handing work over (measured at batch 8, loaded box:
@@ -181,12 +199,17 @@ class Encoder:
             model_file=model_file,
             intra_op_threads=intra_op_threads,
             missing_hint="run python -m enrich.export_encoder",
+            workers=workers if workers is not None else min(2, os.cpu_count() or 1),
         )
         self.model_dir = self.model.model_dir
-        self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._per_row = per_row
+        self.max_batch = max(1, max_batch)
+        self.max_padding = max_padding
         self._version: str | None = None
+
+    @property
+    def workers(self) -> int:
+        return self.model.workers
 
     @property
     def version(self) -> str:
@@ -195,77 +218,19 @@ class Encoder:
             self._version = str(read_card(self.model_dir).get("version", "encoder-missing"))
         return self._version
 
+    @property
+    def per_row(self) -> bool:
+        """True unless told otherwise or the model card promises batch invariance."""
+        if self._per_row is not None:
+            return self._per_row
+        self._ensure_loaded()
+        return not bool(self.model.card.get("batch_invariant", False))
+
     def _ensure_loaded(self) -> None:
         self.model.load()
 
-    def _encode_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
-        m = self.model
-        encs = m.tokenizer.encode_batch([smart_truncate_chars(t) for t in texts])
-        return [head_tail_ids(list(e.ids), max_length, m.cls, m.sep, 0.75) for e in encs]
-
-    def _run(self, seqs: Sequence[list[int]], with_tokens: bool = False) -> Any:
-        feeds = self.model.feeds(seqs)
-        if with_tokens:
-            return self.model.session.run(["embedding", "token_embeddings"], feeds)
-        out: np.ndarray = self.model.session.run(["embedding"], feeds)[0]
-        return out
-
-    def _batches(
-        self, seqs: Sequence[list[int]], batch_size: int | None, with_tokens: bool = False
-    ) -> Iterator[tuple[list[int], Any]]:
-        """(indices, outputs) per length-sorted batch, `workers` batches in flight (onnxruntime frees the GIL).
-
-        Padding is what costs time with short social posts, so batches hold texts of similar length;
-        small batches were cheapest per text (measured on 600 real posts: batch 8 → 4.0 CPU-ms/text,
-        16 → 4.5, 32 → 5.0, 64 → 5.5).
-        """
-        size = max(1, batch_size or self.batch_size)
-        order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
-        parts = [order[start : start + size] for start in range(0, len(order), size)]
-
-        def run(part: list[int]) -> Any:
-            return self._run([seqs[j] for j in part], with_tokens)
-
-        if self.workers <= 1 or len(parts) <= 1:
-            yield from ((part, run(part)) for part in parts)
-            return
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="encoder")
-        yield from zip(parts, self._pool.map(run, parts), strict=True)
-
-    def embed(
-        self, texts: Sequence[str | bytes], batch_size: int | None = None, max_length: int | None = None
-    ) -> np.ndarray:
-        """Raw texts → (n, 384) float32 unit vectors; empty / signal-less texts get a zero vector."""
-        out = np.zeros((len(texts), DIM), dtype=np.float32)
-        keep: list[int] = []
-        prepared: list[str] = []
-        for i, raw in enumerate(texts):
-            if not isinstance(raw, str | bytes):
-                continue
-            norm = normalise(raw)
-            if norm and has_signal(norm):
-                keep.append(i)
-                prepared.append(norm)
-        if not keep:
-            return out
-        self._ensure_loaded()
-        seqs = self._encode_ids(prepared, max_length or self.max_length)
-        for part, vecs in self._batches(seqs, batch_size):
-            out[[keep[j] for j in part]] = vecs
-        return out
-
-    def embed_clauses(
-        self, texts: Sequence[str | bytes], batch_size: int | None = None
-    ) -> tuple[np.ndarray, list[ClauseData]]:
-        """Post vectors plus clause vectors pooled from the same pass's token states (no second pass).
-
-        Clause vectors are the mean of the clause's contextual token vectors, L2-normalised; a
-        clause cut away by truncation gets no vector (and is left out).
-        """
-        post = np.zeros((len(texts), DIM), dtype=np.float32)
-        clauses: list[ClauseData] = [([], np.zeros((0, DIM), np.float32)) for _ in texts]
+    def _prepare(self, texts: Sequence[str | bytes]) -> tuple[list[int], list[str]]:
+        """(positions, normalised and char-truncated texts) of the texts worth encoding."""
         keep: list[int] = []
         prepared: list[str] = []
         for i, raw in enumerate(texts):
@@ -274,6 +239,51 @@ class Encoder:
                 if norm and has_signal(norm):
                     keep.append(i)
                     prepared.append(norm)
+        return keep, prepared
+
+    def token_states(self, seqs: Sequence[list[int]]) -> list[np.ndarray]:
+        """Last hidden states (len(seq) × 384) of every token-id sequence, padding cut off.
+
+        Batch-invariant models: length groups spread over the workers (`spread_groups` splits a
+        short call so both cores work); otherwise one sequence per run.
+        """
+        if not seqs:
+            return []
+        if self.per_row:
+            groups = [[i] for i in range(len(seqs))]
+        else:
+            groups = length_groups([len(s) for s in seqs], self.max_batch, self.max_padding)
+            groups = spread_groups(groups, self.model.workers)
+        outs = self.model.run_batches("token_embeddings", [[seqs[i] for i in g] for g in groups])
+        states: list[np.ndarray] = [np.zeros((0, DIM), np.float32)] * len(seqs)
+        for group, out in zip(groups, outs, strict=True):
+            for row, i in enumerate(group):
+                states[i] = out[row, : len(seqs[i])]
+        return states
+
+    def embed(self, texts: Sequence[str | bytes], max_length: int | None = None) -> np.ndarray:
+        """Raw texts → (n, 384) float32 unit vectors; empty / signal-less texts get a zero vector."""
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        keep, prepared = self._prepare(texts)
+        if not keep:
+            return out
+        self._ensure_loaded()
+        m = self.model
+        limit = max_length or self.max_length
+        seqs = [head_tail_ids(e.ids, limit, m.cls, m.sep, 0.75) for e in m.tokenizer.encode_batch(prepared)]
+        for j, tokens in enumerate(self.token_states(seqs)):
+            out[keep[j]] = mean_unit(tokens)
+        return out
+
+    def embed_clauses(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, list[ClauseData]]:
+        """Post vectors plus clause vectors pooled from the same pass's token states (no second pass).
+
+        Clause vectors are the mean of the clause's contextual token vectors, L2-normalised; a
+        clause cut away by truncation gets no vector (and is left out).
+        """
+        post = np.zeros((len(texts), DIM), dtype=np.float32)
+        clauses: list[ClauseData] = [([], np.zeros((0, DIM), np.float32)) for _ in texts]
+        keep, prepared = self._prepare(texts)
         if not keep:
             return post, clauses
         self._ensure_loaded()
@@ -287,12 +297,11 @@ class Encoder:
                 ids, offs = [ids[k] for k in idx], [offs[k] for k in idx]
             seqs.append(ids)
             offsets.append(offs)
-        for part, (vecs, tokens) in self._batches(seqs, batch_size, with_tokens=True):
-            post[[keep[j] for j in part]] = vecs
-            for row, j in enumerate(part):
-                pooled = pool_clauses(prepared[j], offsets[j], tokens[row])
-                if pooled is not None:
-                    clauses[keep[j]] = pooled
+        for j, tokens in enumerate(self.token_states(seqs)):
+            post[keep[j]] = mean_unit(tokens)
+            pooled = pool_clauses(prepared[j], offsets[j], tokens)
+            if pooled is not None:
+                clauses[keep[j]] = pooled
         return post, clauses
 
 
