@@ -146,8 +146,8 @@ def enrich_pending(
             results = list(lead.run(mentions))
             ids = [m.id for m in mentions]
             for stage in stages[lead_index + 1 :]:
-                have = store.enrichments_for(ids, stage=stage.name, model_version=stage.version)
-                todo = [m for m in mentions if stage.name not in have.get(m.id, {})]
+                have = store.enriched_ids(ids, stage.name, stage.version)
+                todo = [m for m in mentions if m.id not in have]
                 if todo:
                     results.extend(stage.run(todo))
             store.save_enrichments(results)

@@ -92,6 +92,17 @@ def save(conn: Connection, items: Sequence[Enrichment], now: datetime) -> int:
     return len(rows)
 
 
+def enriched_ids(conn: Connection, mention_ids: Sequence[str], stage: str, model_version: str) -> set[str]:
+    """Which of these mentions already hold (stage, model_version): an index-only probe, no data decoded."""
+    found: set[str] = set()
+    for part in chunks(list(dict.fromkeys(mention_ids))):
+        stmt = sa.select(enrichment.c.mention_id).where(
+            enrichment.c.mention_id.in_(part), enrichment.c.stage == stage, enrichment.c.model_version == model_version
+        )
+        found.update(conn.execute(stmt).scalars())
+    return found
+
+
 def results_for(
     conn: Connection, mention_ids: Sequence[str], stage: str | None, model_version: str | None
 ) -> dict[str, dict[str, dict[str, Any]]]:

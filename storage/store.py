@@ -396,6 +396,11 @@ class Store:
         with self._tx("save enrichments", write=True) as conn:
             return enrichments.save(conn, items, utcnow())
 
+    def enriched_ids(self, mention_ids: Sequence[str], stage: str, model_version: str) -> set[str]:
+        """The subset of `mention_ids` that already has this stage at this model version."""
+        with self._tx("check enrichments") as conn:
+            return enrichments.enriched_ids(conn, mention_ids, stage, model_version)
+
     def enrichments_for(
         self, mention_ids: Sequence[str], stage: str | None = None, model_version: str | None = None
     ) -> dict[str, dict[str, dict[str, Any]]]:

@@ -88,3 +88,13 @@ def test_enrichments_for_many_ids(store: Store) -> None:
     store.save_enrichments([Enrichment(i, "s", "v", {"n": n}) for n, i in enumerate(ids)])
     result = store.enrichments_for(ids, stage="s")
     assert len(result) == 1200 and result[ids[-1]] == {"s": {"n": 1199}}
+
+
+def test_enriched_ids_matches_stage_and_version_exactly(store: Store) -> None:
+    ids = _fill(store, 1200)  # more than one IN (...) chunk
+    store.save_enrichments([Enrichment(i, "s", "v2", {}) for i in ids[::2]])
+    store.save_enrichments([Enrichment(i, "s", "v1", {}) for i in ids[1::2]])
+    store.save_enrichments([Enrichment(i, "t", "v2", {}) for i in ids[1::2]])
+    assert store.enriched_ids(ids, "s", "v2") == set(ids[::2])
+    assert store.enriched_ids(ids + ids[:3], "t", "v2") == set(ids[1::2])
+    assert store.enriched_ids(ids, "s", "v3") == set() and store.enriched_ids([], "s", "v2") == set()
