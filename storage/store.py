@@ -19,10 +19,11 @@ from enrich.base import Enrichment
 from listener.errors import StorageError
 from listener.types import Cursor, Mention, as_utc, utcnow
 from storage import alerts, backfill, db, enrichments, host_slots, ingest, maintenance, stats
+from storage import runs as run_log
 from storage import search as queries
 from storage.alerts import AlertRecord
-from storage.models import mention, run, source_state
-from storage.records import RunInfo, SaveResult, SearchPage, SourceState, StoredMention, run_info, to_mention
+from storage.models import mention, source_state
+from storage.records import RunInfo, SaveResult, SearchPage, SourceState, StoredMention, to_mention
 
 RUN_STATUSES = ("ok", "failed", "partial")
 
@@ -169,20 +170,8 @@ class Store:
     # --- runs and health ---------------------------------------------------------------------------
 
     def start_run(self, source: str) -> int:
-        now = utcnow()
         with self._tx(f"start run of source {source!r}", write=True) as conn:
-            # A run still "running" was cut short (SIGKILL, power loss): its batches are committed, its end is not.
-            conn.execute(
-                sa.update(run)
-                .where(run.c.source == source, run.c.status == "running")
-                .values(status="failed", finished_at=now, error="interrupted: the process ended during the run")
-            )
-            values = {"source": source, "started_at": now, "status": "running", "new": 0, "duplicates": 0}
-            result = conn.execute(sa.insert(run).values(**values, updated=0, notes=[]))
-            ingest.ensure_source(conn, source, {"last_run_at": now}, {"last_run_at": now})
-            key = result.inserted_primary_key
-            assert key is not None
-            return int(key[0])
+            return run_log.start(conn, source, utcnow())
 
     def finish_run(
         self,
@@ -195,71 +184,21 @@ class Store:
         error: str | None = None,
         notes: Sequence[str] = (),
     ) -> None:
-        """Close a run and fold it into the source's health.
-
-        ok/partial → last_success_at, failure streak reset (a partial run still stored data);
-        failed → streak + 1; an `error` with any status → last_error(+_at); notes replace the old ones.
-        """
+        """Close a run and fold it into the source's health (see `storage.runs.finish`)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
-        now = utcnow()
         with self._tx(f"finish run {run_id}", write=True) as conn:
-            source = conn.execute(sa.select(run.c.source).where(run.c.id == run_id)).scalar()
-            if source is None:
-                raise StorageError(f"run {run_id} does not exist")
-            conn.execute(
-                sa.update(run)
-                .where(run.c.id == run_id)
-                .values(
-                    finished_at=now,
-                    status=status,
-                    new=new,
-                    duplicates=duplicates,
-                    updated=updated,
-                    error=error,
-                    notes=list(notes),
-                )
-            )
-            health: dict[str, Any] = {"notes": list(notes)}
-            if status in ("ok", "partial"):
-                health.update(last_success_at=now, consecutive_failures=0)
-            else:
-                health["consecutive_failures"] = source_state.c.consecutive_failures + 1
-            if error is not None or status == "failed":
-                health.update(last_error=error or "failed", last_error_at=now)
-            initial = {k: (1 if k == "consecutive_failures" and status == "failed" else v) for k, v in health.items()}
-            ingest.ensure_source(conn, source, initial, health)
+            run_log.finish(conn, run_id, utcnow(), status=status, new=new, duplicates=duplicates, updated=updated,
+                        error=error, notes=notes)
 
     def source_states(self) -> list[SourceState]:
         with self._tx("read source states") as conn:
-            latest = sa.select(sa.func.max(run.c.id)).group_by(run.c.source)
-            last_rows = conn.execute(sa.select(run).where(run.c.id.in_(latest))).mappings()
-            last_runs = {r.source: r for r in map(run_info, last_rows)}
-            states = []
-            for row in conn.execute(sa.select(source_state).order_by(source_state.c.source)).mappings():
-                states.append(
-                    SourceState(
-                        source=row["source"],
-                        cursor=Cursor.from_json(row["cursor"]),
-                        last_run_at=row["last_run_at"],
-                        last_success_at=row["last_success_at"],
-                        last_error=row["last_error"],
-                        last_error_at=row["last_error_at"],
-                        consecutive_failures=row["consecutive_failures"],
-                        notes=tuple(row["notes"] or ()),
-                        total_mentions=row["total_mentions"],
-                        last_run=last_runs.get(row["source"]),
-                    )
-                )
-            return states
+            return run_log.source_states(conn)
 
     def runs(self, source: str | None = None, limit: int = 20) -> list[RunInfo]:
         """Newest first."""
-        stmt = sa.select(run).order_by(run.c.id.desc()).limit(limit)
-        if source is not None:
-            stmt = stmt.where(run.c.source == source)
         with self._tx("read run history") as conn:
-            return [run_info(row) for row in conn.execute(stmt).mappings()]
+            return run_log.history(conn, source, limit)
 
     # --- queries -----------------------------------------------------------------------------------
 
