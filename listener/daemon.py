@@ -131,7 +131,8 @@ class Daemon:
             self.health_server.stop()
         if left:
             log.warning("stopped with %s still running after %.0fs; their committed batches are kept and the rest "
-                        "is fetched on the next start", ", ".join(left), self.settings.shutdown_grace.total_seconds())
+                        "is fetched (or enriched) on the next start", ", ".join(left),
+                        self.settings.shutdown_grace.total_seconds())
             return False
         self.http.close()
         log.info("daemon stopped cleanly")
@@ -202,14 +203,17 @@ class Daemon:
 
     def _schedule_background(self, now: datetime) -> None:
         s = self.settings
-        self.scheduler.add_job(self.enrich.run, IntervalTrigger(seconds=s.enrich_every.total_seconds()),
-                               id="enrich", name="enrich", executor="background", replace_existing=True,
-                               next_run_time=now + timedelta(seconds=1), misfire_grace_time=60)
-        self.scheduler.add_job(self._alerts_job, IntervalTrigger(seconds=ALERTS.min_interval), id="alerts",
-                               name="alerts", executor="background", replace_existing=True, misfire_grace_time=60)
-        self.scheduler.add_job(self._retention_job, IntervalTrigger(hours=6), id="retention", name="retention",
-                               executor="background", replace_existing=True, next_run_time=now + timedelta(seconds=30),
-                               misfire_grace_time=3600)
+        # Background jobs are tracked too: a SIGTERM during an enrichment batch or an alert check waits for it
+        # within shutdown_grace, and past that the process exits without it (its transaction is not committed).
+        self.scheduler.add_job(self._tracked, IntervalTrigger(seconds=s.enrich_every.total_seconds()),
+                               args=["job:enrich", self.enrich.run], id="enrich", name="enrich", executor="background",
+                               replace_existing=True, next_run_time=now + timedelta(seconds=1), misfire_grace_time=60)
+        self.scheduler.add_job(self._tracked, IntervalTrigger(seconds=ALERTS.min_interval), args=["job:alerts",
+                               self._alerts_job], id="alerts", name="alerts", executor="background",
+                               replace_existing=True, misfire_grace_time=60)
+        self.scheduler.add_job(self._tracked, IntervalTrigger(hours=6), args=["job:retention", self._retention_job],
+                               id="retention", name="retention", executor="background", replace_existing=True,
+                               next_run_time=now + timedelta(seconds=30), misfire_grace_time=3600)
         if self.scheduler.get_job("digest"):
             self.scheduler.remove_job("digest")
         if s.digest_every is not None:
@@ -218,8 +222,8 @@ class Daemon:
             trigger = cron_trigger(f"{s.digest_at.minute} {s.digest_at.hour} * * *", s.timezone)
         else:
             return
-        self.scheduler.add_job(self._digest_job, trigger, id="digest", name="digest", executor="background",
-                               misfire_grace_time=3600, replace_existing=True)
+        self.scheduler.add_job(self._tracked, trigger, args=["job:digest", self._digest_job], id="digest",
+                               name="digest", executor="background", misfire_grace_time=3600, replace_existing=True)
 
     def _on_skipped(self, event: JobSubmissionEvent) -> None:
         self.metrics.record_skipped(str(event.job_id))
@@ -234,12 +238,15 @@ class Daemon:
 
     def _run_source_job(self, name: str) -> None:
         source = self.enabled_sources().get(name)
-        if source is None or self._stop.is_set():
-            return
+        if source is not None and not self._stop.is_set():
+            self._tracked(name, lambda: self._run_source(source))
+
+    def _tracked(self, name: str, job: Callable[[], object]) -> None:
+        """Run `job` as one of the jobs `stop()` waits for (sources, and background jobs as "job:<name>")."""
         with self._lock:
             self._running.add(name)
         try:
-            self._run_source(source)
+            job()
         finally:
             with self._idle:
                 self._running.discard(name)

@@ -161,6 +161,8 @@ class EnrichJob:
             started = time.monotonic()
             done = enrich_pending(self.store, stages, batch_size=self.batch_size, should_stop=self.stop.is_set,
                                   progress=self._progress)
+            if self.stop.is_set():  # shutting down: no recount over the whole store
+                return done
             self.queue_depth = self.pending(stages)
         except Exception as exc:
             self._dirty = True

@@ -375,3 +375,47 @@ def test_enrich_rate_window_does_not_grow_without_scrapes() -> None:
         now[0] += 10
     assert len(m._enrich_events) <= 7 and m.enriched_total == 100
     assert m.enrich_rate() == pytest.approx(6 / 60)
+
+
+class SlowStage:
+    """An enrichment stage whose batches take `seconds` each and do not look at the shutdown flag."""
+
+    name, version = "slow", "1"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.batches = seconds, 0
+
+    def run(self, mentions: list[Any]) -> list[Any]:
+        from enrich.base import Enrichment
+
+        self.batches += 1
+        time.sleep(self.seconds)
+        return [Enrichment(m.id, self.name, self.version, {}) for m in mentions]
+
+
+@pytest.mark.parametrize(("seconds", "clean"), [(0.2, True), (3.0, False)])
+def test_shutdown_waits_for_an_enrichment_batch_within_the_grace_period_only(
+    tmp_path: Path, store: Store, running: list[Daemon], seconds: float, clean: bool, caplog: Any
+) -> None:
+    from tests.storage.conftest import make_mention
+
+    store.save_batch("hn", [make_mention(i) for i in range(40)], None)
+    stage = SlowStage(seconds)
+    cfg = write_config(tmp_path / "c.toml", "", 'enrich_every = "1s"\nenrich_batch = 2\nshutdown_grace = "1s"\n')
+    d = Daemon(load_config(cfg), store, health_port=0, stages_factory=lambda: [stage])
+    running.append(d)
+    d.start()
+    wait_until(lambda: stage.batches >= 1)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="listener.daemon"):
+        assert d.stop() is clean
+    # the grace period (1 s) bounds the wait, busy job or not (+ the health server's shutdown poll)
+    assert time.monotonic() - started < 2.5
+    ids = [make_mention(i).id for i in range(40)]
+    done = len(store.enriched_ids(ids, "slow", "1"))
+    if clean:  # stopped between batches: whole batches only, and not the whole store
+        assert done % 2 == 0 and done < 40
+    else:  # abandoned mid-batch: nothing half-written, and the log names the job
+        assert done == 0 and any("job:enrich" in r.getMessage() for r in caplog.records)
+        wait_until(lambda: not d._running)  # (serve() would exit the process here; let the thread end first)
+        assert len(store.enriched_ids(ids, "slow", "1")) == 2  # its batch commits whole, then it stops
