@@ -126,6 +126,13 @@ def main() -> None:
     print(
         f"cold start (load encoder, sentiment model, prototypes, language model): {time.perf_counter() - start:.2f} s"
     )
+    from enrich.embedding import default_encoder
+
+    enc = default_encoder()
+    print(
+        f"encoder {enc.version}: {'one text per run' if enc.per_row else f'length groups of up to {enc.max_batch}'}, "
+        f"{enc.workers} worker(s) x {enc.model.intra_op_threads} onnxruntime thread(s)"
+    )
     timings = bench_stages(args.n, args.batch)
     total = sum(w for w, _, _ in timings.values())
     cpu_total = sum(c for _, c, _ in timings.values())
