@@ -383,6 +383,14 @@ def _put_clauses(keys: Sequence[str], data: Sequence[ClauseData]) -> None:
             CLAUSES.popitem(last=False)
 
 
+def clear_caches() -> None:
+    """Forget every in-process post and clause vector (tests; a process that swaps the model)."""
+    with CACHE._lock:
+        CACHE._data.clear()
+    with _CLAUSES_LOCK:
+        CLAUSES.clear()
+
+
 def clause_vectors_for(
     mentions: Sequence[Mention], store: Store | None = None, encoder: Encoder | None = None
 ) -> tuple[np.ndarray, list[ClauseData]]:

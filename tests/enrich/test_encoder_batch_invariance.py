@@ -49,7 +49,7 @@ def _alone(texts: list[str]) -> Embedded:
 
 def _in_batches_of_8(texts: list[str]) -> Embedded:
     """Padded batches of 8 in corpus order (lengths mixed, lots of padding), forced by the grouping knobs."""
-    enc = Encoder(workers=1, max_batch=8, max_padding=1e9)
+    enc = Encoder(workers=1, max_batch=8, max_padding=1e9, per_row=False)
     posts, clauses = [], []
     for start in range(0, len(texts), 8):
         post, cl = enc.embed_clauses(texts[start : start + 8])
@@ -59,7 +59,7 @@ def _in_batches_of_8(texts: list[str]) -> Embedded:
 
 
 def _grouped_32(texts: list[str]) -> Embedded:
-    return Encoder(workers=2, max_batch=32).embed_clauses(texts)
+    return Encoder(workers=2, max_batch=32, per_row=False).embed_clauses(texts)
 
 
 def _max_diff(a: Embedded, b: Embedded) -> float:
@@ -102,7 +102,7 @@ def test_vectors_and_labels_alone_in_8_and_grouped_32_agree(texts: list[str]) ->
 
 
 def test_grouping_uses_length_groups_on_both_workers(texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    enc = Encoder(workers=2, max_batch=32)
+    enc = Encoder(workers=2, max_batch=32, per_row=False)
     seen: list[int] = []
     run = enc.model.run_batches
 

@@ -1,9 +1,8 @@
 """The insight stages' speed shortcuts change no result: determinism, batch-size invariance, exact fast paths.
 
-The encoder itself is not batch invariant (onnxruntime dynamic int8 picks one activation scale per padded
-batch, see docs/insight_evaluation.md), so these tests fix the vectors first (one embedding pass over all
-mentions fills the in-process caches) and then check that everything after the encoder gives the same
-answer whatever the batch split.
+The encoder is batch invariant (per-token int8, tests/enrich/test_encoder_batch_invariance.py): one test
+runs every stage from the encoder on with cold caches at several batch splits. The others fix the vectors
+first (one embedding pass fills the in-process caches) so they check only what comes after the encoder.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from enrich.duplicates import DuplicateStage
-from enrich.embedding import EmbeddingStage, one_blas_thread
+from enrich.embedding import DIM, EmbeddingStage, clear_caches, one_blas_thread, unpack
 from enrich.evaluate_insight import load_items
 from enrich.intent import IntentStage, PrototypeClassifier, intent_classifier
 from enrich.journey import JourneyStage, journey_classifier
@@ -57,6 +56,29 @@ def test_stages_after_the_encoder_are_deterministic_and_batch_size_invariant(
     assert whole == _run(factory, mentions, len(mentions))  # deterministic
     assert _run(factory, mentions, 1) == whole
     assert _run(factory, mentions, 7) == whole
+
+
+def test_every_stage_from_the_encoder_on_gives_the_same_labels_whatever_the_batch(mentions: list[Mention]) -> None:
+    """Cold caches each time, so the encoder really runs in the batches each split makes."""
+
+    def run(size: int) -> tuple[np.ndarray, list[Any]]:
+        clear_caches()
+        vectors = _run(EmbeddingStage, mentions, size)
+        labels = [
+            [data["label"] for _, _, data in _run(IntentStage, mentions, size)],
+            [data["label"] for _, _, data in _run(JourneyStage, mentions, size)],
+            [[(t["name"], t["evidence"]) for t in data["topics"]] for _, _, data in _run(_topics_only, mentions, size)],
+            [(data["group"], data["canonical"]) for _, _, data in _run(DuplicateStage, mentions, size)],
+        ]
+        stacked = np.stack([unpack(data) if data["f16"] else np.zeros(DIM, np.float32) for _, _, data in vectors])
+        return stacked, labels
+
+    whole_vecs, whole = run(len(mentions))
+    for size in (1, 8, 32):
+        vecs, labels = run(size)
+        assert float(np.abs(vecs - whole_vecs).max()) <= 1e-3  # float16 storage: at most one step apart
+        assert labels == whole, size
+    clear_caches()
 
 
 def test_aspect_sentiment_labels_do_not_depend_on_the_batch(mentions: list[Mention]) -> None:
