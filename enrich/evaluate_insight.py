@@ -53,7 +53,18 @@ SPEED_NOTE = (
     "tokenising; all six stages **4.8–5.0 → 4.0–4.2 CPU-ms** per mention, the five after the encoder 1.24–1.32 → "
     "0.68–0.70, `enrich_pending` with sentiment and storing 66–96 → 109–113 mentions/s wall. Labels and this "
     "report unchanged (3 of 2,000 bench mentions moved a score in the 4th decimal). The int8 encoder pass, "
-    "3.3–3.5 CPU-ms per mention, is now most of the cost."
+    "3.3–3.5 CPU-ms per mention, is now most of the cost. Then the encoder became per-token int8 (batch "
+    "invariant, see Caveats) and runs `OnnxTextModel.run_batches`: length groups of up to 8 rows "
+    "(`length_groups`, padding ≤ 15 %) on 2 workers × 1 onnxruntime thread. The previous code already kept two "
+    "single-threaded batches of 8 in flight, so this gains no concurrency, and groups of 32 cost more CPU per text "
+    "(4.5–4.7 CPU-ms in the encoder vs 3.3–3.5 before, 3 alternating runs), so 8 it is. 2026-11-25 22:00–22:10 UTC, "
+    "box loaded by a training job and other engineers' tests (load average 5–6), 6 alternating runs of the "
+    "previous commit and this one, 2,000 mentions: encoder **3.5–3.8 → 3.8–4.1 CPU-ms** per mention (medians "
+    "3.7 → 3.9, +6 %: the per-token scales are computed at run time), all six stages 4.2–4.5 → 4.6–4.9 CPU-ms, "
+    "wall 136–194 → 137–215 mentions/s (medians 149 → 141; the load swamps it); `enrich_pending` with sentiment "
+    "and storing 71–72 → 70–82 mentions/s wall (2 runs each). That is the price of labels that no longer depend "
+    "on the batch (before: `enrich_pending` batch 100 vs 256 changed 19 intent, 16 journey and 52 topic labels of "
+    "2,000; now 0, every stored vector identical). The 400 mentions/s target stays **not met**."
 )
 INTENTS = ("complaint", "question", "feature_request", "praise", "other")
 STAGES = ("awareness", "consideration", "purchase", "onboarding_use", "support", "advocacy_churn", "none")
