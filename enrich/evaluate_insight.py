@@ -63,8 +63,8 @@ SPEED_NOTE = (
     "3.7 → 3.9, +6 %: the per-token scales are computed at run time), all six stages 4.2–4.5 → 4.6–4.9 CPU-ms, "
     "wall 136–194 → 137–215 mentions/s (medians 149 → 141; the load swamps it); `enrich_pending` with sentiment "
     "and storing 71–72 → 70–82 mentions/s wall (2 runs each). That is the price of labels that no longer depend "
-    "on the batch (before: `enrich_pending` batch 100 vs 256 changed 19 intent, 16 journey and 52 topic labels of "
-    "2,000; now 0, every stored vector identical). The 400 mentions/s target stays **not met**."
+    "on the batch (before: the stages run in batches of 100 vs 256 changed 19 intent, 16 journey and 52 topic "
+    "labels of 2,000; now 0, every stored vector identical). The 400 mentions/s target stays **not met**."
 )
 INTENTS = ("complaint", "question", "feature_request", "praise", "other")
 STAGES = ("awareness", "consideration", "purchase", "onboarding_use", "support", "advocacy_churn", "none")
@@ -312,7 +312,7 @@ def write_report(res: dict[str, Any], path: Path = REPORT) -> None:
         "mention's vector and labels are the same alone or in any batch (tests/enrich/"
         "test_encoder_batch_invariance.py; mean cosine to fp32 0.997, min 0.986). The model it replaced "
         "(onnxruntime dynamic int8, one activation scale per padded batch, cosine to fp32 mean 0.992) moved "
-        "vectors with their batch neighbours: `enrich_pending` batch 100 vs 256 changed 19 intent labels, 16 "
+        "vectors with their batch neighbours: the stages run in batches of 100 vs 256 changed 19 intent labels, 16 "
         "journey labels and 52 topic sets on 2,000 bench mentions. Switching, with every weight re-tuned on dev "
         "only, moved test macro-F1 0.607 → 0.605 (intent), 0.610 → 0.631 (stage), 0.586 → 0.620 (topics) and "
         "accuracy / micro-F1 0.805 → 0.811, 0.780 → 0.799, 0.627 → 0.661. Not every class moved up: journey "
