@@ -43,7 +43,8 @@ def run_enrichment(ctx: object, batch_size: int) -> int:
     assert isinstance(ctx, Context)
     store = ctx.store()
     stages = default_stages(ctx.config(required=False), store)
-    pending = sum(store.count_unenriched(s.name, s.version) for s in stages)
+    # each mention missing any stage goes through one batch, whatever it lacks, so the bar counts mentions
+    pending = store.count_unenriched_any([(s.name, s.version) for s in stages])
     stop = StopFlag()
     stop.install()
     with _progress() as progress:

@@ -142,7 +142,7 @@ class EnrichJob:
         return stages
 
     def pending(self, stages: Sequence[Any]) -> int:
-        return sum(self.store.count_unenriched(s.name, s.version) for s in stages)
+        return self.store.count_unenriched_any([(s.name, s.version) for s in stages])
 
     def run(self) -> int:
         if self.stop.is_set():

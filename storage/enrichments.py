@@ -50,6 +50,15 @@ def count_unenriched(conn: Connection, stage: str, model_version: str) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
+def count_unenriched_any(conn: Connection, stages: Sequence[tuple[str, str]]) -> int:
+    """Live mentions lacking at least one of these (stage, model_version): the mentions a run will process once."""
+    if not stages:
+        return 0
+    missing = [_missing(stage, version) for stage, version in stages]
+    stmt = sa.select(sa.func.count()).select_from(mention).where(sa.or_(*missing))
+    return int(conn.execute(stmt).scalar_one())
+
+
 def save(conn: Connection, items: Sequence[Enrichment], now: datetime) -> int:
     """Upsert, and refresh the mentions' labels from these (now newest) results.
 

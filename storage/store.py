@@ -320,6 +320,11 @@ class Store:
         with self._tx(f"count mentions to enrich ({stage})") as conn:
             return enrichments.count_unenriched(conn, stage, model_version)
 
+    def count_unenriched_any(self, stages: Sequence[tuple[str, str]]) -> int:
+        """Mentions lacking any of these (stage, version) pairs: what `enrich_pending` will go through, once each."""
+        with self._tx("count unenriched mentions") as conn:
+            return enrichments.count_unenriched_any(conn, stages)
+
     def pending_enrichment_windows(
         self, stages: Sequence[tuple[str, str]], *, size: int, limit: int, from_seq: int = 0
     ) -> tuple[list[int], int]:

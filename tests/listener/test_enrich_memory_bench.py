@@ -29,6 +29,9 @@ def test_interrupted_enrich_resumes_with_nothing_missing_or_redone(tmp_path: Pat
     assert 0 < first["mentions"] < n and first["mentions"] % 20 == 0  # stopped on a batch boundary
     assert resume["clean_exit"] and "(done)" in resume["message"] and resume["sigterm_to_exit_s"] is None
     assert first["mentions"] + resume["mentions"] == n
+    # the CLI counts mentions (each goes through one batch for all its stages), not stage-mention pairs
+    assert f"enriched {first['mentions']} of {n} pending" in first["message"], first["message"]
+    assert f"of {n - first['mentions']} pending" in resume["message"], resume["message"]
     assert all(p["versions_match_cli"] and p["peak_rss_mb"] > 0 and p["samples"] for p in result["phases"])
 
     check = result["check"]

@@ -98,3 +98,15 @@ def test_enriched_ids_matches_stage_and_version_exactly(store: Store) -> None:
     assert store.enriched_ids(ids, "s", "v2") == set(ids[::2])
     assert store.enriched_ids(ids + ids[:3], "t", "v2") == set(ids[1::2])
     assert store.enriched_ids(ids, "s", "v3") == set() and store.enriched_ids([], "s", "v2") == set()
+
+
+def test_count_unenriched_any_counts_each_mention_once_whatever_it_lacks(store: Store) -> None:
+    ids = _fill(store, 10)
+    pairs = [("s", "v1"), ("t", "v1")]
+    assert store.count_unenriched_any(pairs) == 10 and store.count_unenriched_any([]) == 0
+    store.save_enrichments([Enrichment(i, "s", "v1", {}) for i in ids[:6]])  # 4 lack both, 6 lack t
+    assert store.count_unenriched_any(pairs) == 10
+    store.save_enrichments([Enrichment(i, "t", "v1", {}) for i in ids[3:]])  # 0-2 lack t, 6-9 lack s
+    assert store.count_unenriched_any(pairs) == 3 + 4
+    store.purge(source="hn")
+    assert store.count_unenriched_any(pairs) == 0
