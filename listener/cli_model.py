@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def enrich(
         typer_ctx: typer.Context,
-        batch_size: Annotated[int, typer.Option(min=1, max=4096)] = 256,
+        batch_size: Annotated[int, typer.Option(min=1, max=4096)] = 64,
     ) -> None:
         """Tag every stored mention that has no enrichment for the current model version (resumable)."""
         run_enrichment(ctx_of(typer_ctx), batch_size)
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         """Fetch from sources, then enrich what is new."""
         ctx = ctx_of(typer_ctx)
         runs = _fetch(ctx, source or [])
-        run_enrichment(ctx, 256)
+        run_enrichment(ctx, 64)
         if any(r.status == "failed" for r in runs):
             raise typer.Exit(1)
 

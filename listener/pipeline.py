@@ -123,7 +123,7 @@ def enrich_pending(
     store: Store,
     stages: Sequence[Stage],
     *,
-    batch_size: int = 256,
+    batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     seq_range: tuple[int, int] | None = None,
