@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from enrich.embedding import load_vectors, mention_text
+from enrich.embedding import mention_text
+from enrich.vectors import load_vectors
 
 if TYPE_CHECKING:
     from listener.types import Mention

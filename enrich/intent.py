@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enrich.base import Enrichment
-from enrich.embedding import Encoder, default_encoder, dot_rows, mention_text, vectors_for
+from enrich.embedding import Encoder, default_encoder, dot_rows, mention_text
 from enrich.textprep import caseless_ascii_pattern, lowered_for_ascii_patterns
+from enrich.vectors import vectors_for
 
 if TYPE_CHECKING:
     from listener.types import Mention

@@ -14,11 +14,12 @@ import numpy as np
 
 from enrich.base import Stage
 from enrich.duplicates import DuplicateStage
-from enrich.embedding import EmbeddingStage, default_encoder, embed_texts, load_vectors
+from enrich.embedding import default_encoder, embed_texts
 from enrich.intent import IntentStage
 from enrich.journey import JourneyStage
 from enrich.language import LanguageStage
 from enrich.topics import TopicStage, taxonomy_from_config
+from enrich.vectors import EmbeddingStage, load_vectors
 
 if TYPE_CHECKING:
     from listener.config import Config

@@ -23,16 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enrich.base import Enrichment
-from enrich.embedding import (
-    ClauseData,
-    Encoder,
-    clause_spans,
-    clause_vectors_for,
-    default_encoder,
-    dot_rows,
-    mention_text,
-)
+from enrich.embedding import ClauseData, Encoder, clause_spans, default_encoder, dot_rows, mention_text
 from enrich.textprep import IGNORECASE_ASCII_TWINS, clean_unicode
+from enrich.vectors import clause_vectors_for
 
 if TYPE_CHECKING:
     from listener.config import Config

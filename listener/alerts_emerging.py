@@ -95,8 +95,8 @@ def state_path(store: Store) -> Path | None:
 def growing_clusters(store: Store, now: datetime, s: EmergingAlertSettings,
                      state: Path | None = None) -> list[GrowingCluster]:
     """Clusters of the last two windows whose last-window count is ≥ min_size and ≥ growth × the previous."""
-    from enrich.embedding import load_vectors
     from enrich.emerging import build_clusters, load_state, match_identities, save_state
+    from enrich.vectors import load_vectors
 
     start, cut = now - 2 * s.window, now - s.window
     mentions = store.mentions_between(start, now)
@@ -142,7 +142,7 @@ def _alert(c: GrowingCluster, now: datetime, s: EmergingAlertSettings) -> Alert:
     link = link or next((q["url"] for q in quotes if q["url"]), None)
     n = len(c.current)
     signal = Signal("cluster_growth", n, c.previous, n / max(c.previous, 1), n)
-    from enrich.embedding import pack
+    from enrich.vectors import pack
 
     details = {"keywords": c.keywords, "size": n, "previous": c.previous,
                "window_hours": s.window.total_seconds() / 3600, "centroid": pack(c.centroid),
@@ -152,7 +152,7 @@ def _alert(c: GrowingCluster, now: datetime, s: EmergingAlertSettings) -> Alert:
 
 def same_incident(new: Alert) -> Callable[[Alert], bool]:
     """Predicate: an earlier emerging alert about the same theme (shared mentions or the same centroid)."""
-    from enrich.embedding import unpack
+    from enrich.vectors import unpack
 
     mine = set(new.details.get("members", []))
     centre = unpack(new.details.get("centroid"))

@@ -162,8 +162,8 @@ def _add_emerging(section: TopicsSection, store: Store, pool: list[Mention], pre
                   since: datetime, growth: float) -> None:
     """Cluster the uncovered mentions; keep themes first seen in the period or growing `growth`× on the last."""
     try:
-        from enrich.embedding import load_vectors
         from enrich.emerging import MIN_SIZE, build_clusters
+        from enrich.vectors import load_vectors
 
         vecs = load_vectors(store, [m.id for m in pool])
         if not vecs.any():

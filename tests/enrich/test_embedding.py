@@ -10,16 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enrich.embedding import (
-    DIM,
-    MODEL_DIR,
-    EmbeddingStage,
-    embed_texts,
-    load_vectors,
-    pack,
-    unpack,
-)
+from enrich.embedding import DIM, MODEL_DIR, embed_texts
 from enrich.stages import semantic_search
+from enrich.vectors import EmbeddingStage, load_vectors, pack, unpack
 from storage import Store
 from tests.enrich.helpers import mention
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from enrich.embedding import EmbeddingStage
 from enrich.emerging import (
     build_clusters,
     cluster_vectors,
@@ -18,6 +17,7 @@ from enrich.emerging import (
     state_path_for,
 )
 from enrich.topics import TopicStage
+from enrich.vectors import EmbeddingStage
 from listener.types import Mention, utcnow
 from storage import Store
 

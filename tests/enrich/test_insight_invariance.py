@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 
 from enrich.duplicates import DuplicateStage
-from enrich.embedding import DIM, EmbeddingStage, clear_caches, one_blas_thread, unpack
+from enrich.embedding import DIM, one_blas_thread
 from enrich.evaluate_insight import load_items
 from enrich.intent import IntentStage, PrototypeClassifier, intent_classifier
 from enrich.journey import JourneyStage, journey_classifier
 from enrich.language import LanguageStage
 from enrich.textprep import IGNORECASE_ASCII_TWINS, caseless_ascii_pattern, lowered_for_ascii_patterns
 from enrich.topics import Topic, TopicStage, default_taxonomy, keyword_hits
+from enrich.vectors import EmbeddingStage, clear_caches, unpack
 from listener.types import Mention
 from tests.enrich.helpers import appstore_reviews, mention
 

@@ -16,7 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from enrich.base import Enrichment
-from enrich.embedding import pack
+from enrich.vectors import pack
 from listener.alerts import Alert, AlertHistory, Signal, alert_outgoing, check_alerts
 from listener.alerts_emerging import EmergingAlertSettings, check_emerging_alerts
 from listener.config import parse_config

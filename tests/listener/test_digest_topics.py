@@ -12,7 +12,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from enrich.base import Enrichment
-from enrich.embedding import pack
+from enrich.vectors import pack
 from listener.config import Config, parse_config
 from listener.delivery import digest_data, digest_jobs, digest_outgoing, digest_text
 from listener.digest import build_digest, render_markdown, render_text
