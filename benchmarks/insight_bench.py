@@ -114,7 +114,7 @@ def bench_cluster(n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000, help="mentions to enrich")
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--cluster", type=int, default=100_000, help="vectors to cluster (0 = skip)")
     ap.add_argument("--store", action="store_true", help="also run enrich_pending on a temporary SQLite store")
     args = ap.parse_args()

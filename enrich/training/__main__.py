@@ -1,7 +1,7 @@
 """CLI: ``python -m enrich.training {prepare,train,teacher,soup,export,evaluate,card,all}``.
 
 ``all`` reproduces the shipped model from scratch: data -> plain fine-tune -> mpnet teacher and its soft
-labels -> two distilled students -> their weight soup -> ONNX/int8 + calibration -> evaluation report and
+labels -> a distilled student -> the weight soup of the two -> ONNX/int8 + calibration -> evaluation report and
 card. Every step is resumable / idempotent, so ``all --stop-at HH:MM`` can be rerun across sessions.
 """
 
@@ -21,19 +21,10 @@ SOFT_LABELS = "enrich/training/data/teacher_soft_labels.npz"
 STUDENTS: list[tuple[str, dict[str, Any]]] = [
     ("minilm-ft-v1", {"epochs": 2.0, "lr": 5e-5}),
     ("minilm-kd-v1", {"epochs": 1.0, "lr": 3e-5, "soft_labels": SOFT_LABELS, "init_from": "minilm-ft-v1"}),
-    (
-        "minilm-kd-v2",
-        {
-            "epochs": 1.0,
-            "lr": 4e-5,
-            "soft_labels": SOFT_LABELS,
-            "init_from": "minilm-ft-v1",
-            "kd_alpha": 0.8,
-            "seed": 29,
-        },
-    ),
 ]
-SOUP_OF = ["minilm-ft-v1", "minilm-kd-v1", "minilm-kd-v2"]
+# Greedy soup on TweetEval val (Wortsman et al.): ft-v1 + kd-v1 0.7562; adding minilm-kd-v2 (kd_alpha 0.8,
+# lr 4e-5, seed 29; alone 0.7456) lowered it to 0.7531, so it stays out (recorded in the card's experiments).
+SOUP_OF = ["minilm-ft-v1", "minilm-kd-v1"]
 SHIPPED_RUN = "minilm-soup-v1"
 
 
