@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from enrich.onnx_model import OnnxTextModel, length_groups, read_card, spread_groups
+from enrich.onnx_model import GROUP_TOKENS, OnnxTextModel, length_groups, read_card, spread_groups
 from enrich.textprep import (
     compose_title_text,
     has_at_least,
@@ -173,9 +173,9 @@ class Encoder:
     the real tokens (`length_groups`), ``workers`` batches at once, each on one onnxruntime thread. A
     model without that promise runs every text alone, so a stored vector never depends on its neighbours.
 
-    Small batches are cheaper per text on this CPU (activations of 8 tweets stay in cache, 32 do not):
-    2,000 bench texts on the loaded 2-core box, CPU-ms per text by max_batch: 4 → 3.3–3.7, 8 → 3.4–3.9,
-    12 → 3.7–4.1, 16 → 3.8–4.0, 32 → 4.6–4.9.
+    Small batches are cheaper per text on this CPU (a group's activations stay in cache): groups are also
+    capped at `GROUP_TOKENS` padded tokens (2,000 bench texts, idle 2-core VM, texts/s: 32 rows 351-358,
+    8 rows 429-433, 4 rows 446-463, up to 32 rows within 256 tokens 496-507).
     """
 
     max_length = 128
@@ -187,8 +187,9 @@ class Encoder:
         model_file: str = "model.onnx",
         workers: int | None = None,
         per_row: bool | None = None,
-        max_batch: int = 8,
+        max_batch: int = 32,
         max_padding: float = 0.15,
+        max_tokens: int = GROUP_TOKENS,
     ) -> None:
         # One onnxruntime thread per call and `workers` calls at once: MiniLM's ops are small, so two
         # intra-op threads spend much of their time handing work over (measured at batch 8, loaded box:
@@ -204,6 +205,7 @@ class Encoder:
         self._per_row = per_row
         self.max_batch = max(1, max_batch)
         self.max_padding = max_padding
+        self.max_tokens = max_tokens
         self._version: str | None = None
 
     @property
@@ -251,7 +253,7 @@ class Encoder:
         if self.per_row:
             groups = [[i] for i in range(len(seqs))]
         else:
-            groups = length_groups([len(s) for s in seqs], self.max_batch, self.max_padding)
+            groups = length_groups([len(s) for s in seqs], self.max_batch, self.max_padding, self.max_tokens)
             groups = spread_groups(groups, self.model.workers)
         outs = self.model.run_batches("token_embeddings", [[seqs[i] for i in g] for g in groups])
         states: list[np.ndarray] = [np.zeros((0, DIM), np.float32)] * len(seqs)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from enrich.onnx_model import OnnxTextModel, length_groups, read_card, spread_groups
+from enrich.onnx_model import GROUP_TOKENS, OnnxTextModel, length_groups, read_card, spread_groups
 from enrich.textprep import compose_title_text, has_signal, head_tail_ids, normalise, smart_truncate_chars
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class SentimentClassifier:
             for i in range(len(seqs)):
                 out[i] = self._run([seqs[i]])[0]
             return out
-        groups = length_groups([len(s) for s in seqs], max(1, batch_size), self.max_padding)
+        groups = length_groups([len(s) for s in seqs], max(1, batch_size), self.max_padding, GROUP_TOKENS)
         groups = spread_groups(groups, self.model.workers)
         batches = self.model.run_batches("logits", [[seqs[i] for i in g] for g in groups])
         for group, logits in zip(groups, batches, strict=True):

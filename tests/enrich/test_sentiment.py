@@ -131,6 +131,17 @@ def test_shipped_model_is_batch_invariant_so_it_batches(clf: SentimentClassifier
     assert np.abs(batched - alone).max() < 1e-4
 
 
+def test_length_groups_cap_padded_tokens_and_keep_every_row() -> None:
+    lengths = [30, 31, 29, 60, 61, 300, 12, 30, 33, 28, 27, 26]
+    groups = length_groups(lengths, max_batch=32, max_padding=0.5, max_tokens=128)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        width = max(lengths[i] for i in g)
+        assert width * len(g) <= 128 or len(g) == 1  # a row wider than the budget runs alone
+    assert [5] in groups
+    assert length_groups(lengths, 32, 10.0) == length_groups(lengths, 32, 10.0, None)
+
+
 def test_spread_groups_gives_every_worker_rows_and_loses_none() -> None:
     assert spread_groups([[0]], 2) == [[0]]  # one row cannot be split
     assert spread_groups([[0, 1, 2, 3, 4]], 2) == [[0, 1], [2, 3, 4]]
