@@ -28,6 +28,9 @@ from storage.models import dumps
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
 WAL_CHECKPOINT_PAGES = 10_000
+# SQLite's page cache per connection (its default is 2 MB). 16 MB: ingest into a store already holding 100 k
+# mentions 15.7 k -> 18.9 k/s wall (idle 2-core VM, 2026-11-25; 32 and 64 MB no better; mmap no gain).
+SQLITE_CACHE_MB = int(os.environ.get("LISTENER_SQLITE_CACHE_MB", "16"))
 MIGRATION_LOCK = 0x6C697374656E6572  # "listener": the PostgreSQL advisory lock held while migrating
 
 
@@ -99,6 +102,7 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     try:
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute(f"PRAGMA cache_size = {-1024 * SQLITE_CACHE_MB}")
         mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode and str(mode[0]).lower() == "wal":
             cur.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster

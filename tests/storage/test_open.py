@@ -27,6 +27,7 @@ def test_open_file_path_creates_migrated_wal_database(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -16 * 1024  # 16 MB, not the 2 MB default
     assert path.exists()
 
 
