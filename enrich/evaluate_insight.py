@@ -65,6 +65,10 @@ SPEED_NOTE = (
     "and storing 71–72 → 70–82 mentions/s wall (2 runs each). That is the price of labels that no longer depend "
     "on the batch (before: the stages run in batches of 100 vs 256 changed 19 intent, 16 journey and 52 topic "
     "labels of 2,000; now 0, every stored vector identical). The 400 mentions/s target stays **not met**."
+    " Later the same evening, on the idle VM (22:28–22:35 UTC), groups capped at 256 padded tokens "
+    "instead of 8 rows (`GROUP_TOKENS`; texts/s for the encoder alone: 8 rows 429–433, 256 tokens "
+    "496–507) took all six stages to **374 mentions/s** wall (4.5 CPU-ms per mention, encoder 3.6), "
+    "`enrich_pending` with sentiment and storing to 196 mentions/s: still short of 400."
 )
 INTENTS = ("complaint", "question", "feature_request", "praise", "other")
 STAGES = ("awareness", "consideration", "purchase", "onboarding_use", "support", "advocacy_churn", "none")
