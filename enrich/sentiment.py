@@ -113,10 +113,6 @@ class SentimentClassifier:
         encs = m.tokenizer.encode_batch([smart_truncate_chars(t) for t in normalised])
         return [head_tail_ids(list(e.ids), self.max_length, m.cls, m.sep, self.head_frac) for e in encs]
 
-    def _run(self, seqs: Sequence[list[int]]) -> np.ndarray:
-        out: np.ndarray = self.model.session.run(["logits"], self.model.feeds(seqs))[0]
-        return out
-
     def logits(self, normalised: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Uncalibrated logits for already-normalised texts (batched by length when not per-row)."""
         self._ensure_loaded()
@@ -124,12 +120,11 @@ class SentimentClassifier:
         if not normalised:
             return out
         seqs = self.encode(normalised)
-        if self.per_row:
-            for i in range(len(seqs)):
-                out[i] = self._run([seqs[i]])[0]
-            return out
-        groups = length_groups([len(s) for s in seqs], max(1, batch_size), self.max_padding, GROUP_TOKENS)
-        groups = spread_groups(groups, self.model.workers)
+        if self.per_row:  # one post per call (models whose scores depend on batch neighbours)
+            groups = [[i] for i in range(len(seqs))]
+        else:
+            groups = length_groups([len(s) for s in seqs], max(1, batch_size), self.max_padding, GROUP_TOKENS)
+            groups = spread_groups(groups, self.model.workers)
         batches = self.model.run_batches("logits", [[seqs[i] for i in g] for g in groups])
         for group, logits in zip(groups, batches, strict=True):
             out[group] = logits

@@ -45,11 +45,6 @@ def unenriched_batch(
     return [to_mention(row) for row in rows], (rows[-1]["seq"] if rows else after_seq)
 
 
-def count_unenriched(conn: Connection, stage: str, model_version: str) -> int:
-    stmt = sa.select(sa.func.count()).select_from(mention).where(_missing(stage, model_version))
-    return int(conn.execute(stmt).scalar_one())
-
-
 def count_unenriched_any(conn: Connection, stages: Sequence[tuple[str, str]]) -> int:
     """Live mentions lacking at least one of these (stage, model_version): the mentions a run will process once."""
     if not stages:

@@ -317,8 +317,7 @@ class Store:
                 return
 
     def count_unenriched(self, stage: str, model_version: str) -> int:
-        with self._tx(f"count mentions to enrich ({stage})") as conn:
-            return enrichments.count_unenriched(conn, stage, model_version)
+        return self.count_unenriched_any([(stage, model_version)])
 
     def count_unenriched_any(self, stages: Sequence[tuple[str, str]]) -> int:
         """Mentions lacking any of these (stage, version) pairs: what `enrich_pending` will go through, once each."""
