@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from enrich.onnx_model import GROUP_TOKENS, OnnxTextModel, length_groups, read_card, spread_groups
+from enrich.onnx_model import GROUP_TOKENS, OnnxTextModel, read_card
 from enrich.textprep import (
     compose_title_text,
     has_at_least,
@@ -224,8 +224,7 @@ class Encoder:
         """True unless told otherwise or the model card promises batch invariance."""
         if self._per_row is not None:
             return self._per_row
-        self._ensure_loaded()
-        return not bool(self.model.card.get("batch_invariant", False))
+        return not self.model.batch_invariant
 
     def _ensure_loaded(self) -> None:
         self.model.load()
@@ -250,11 +249,10 @@ class Encoder:
         """
         if not seqs:
             return []
-        if self.per_row:
-            groups = [[i] for i in range(len(seqs))]
-        else:
-            groups = length_groups([len(s) for s in seqs], self.max_batch, self.max_padding, self.max_tokens)
-            groups = spread_groups(groups, self.model.workers)
+        groups = self.model.plan_groups(
+            seqs, per_row=self.per_row, max_batch=self.max_batch, max_padding=self.max_padding,
+            max_tokens=self.max_tokens,
+        )
         outs = self.model.run_batches("token_embeddings", [[seqs[i] for i in g] for g in groups])
         states: list[np.ndarray] = [np.zeros((0, DIM), np.float32)] * len(seqs)
         for group, out in zip(groups, outs, strict=True):

@@ -151,6 +151,22 @@ class OnnxTextModel:
             feeds["token_type_ids"] = np.zeros_like(ids)
         return feeds
 
+    @property
+    def batch_invariant(self) -> bool:
+        """The card promises a text's result does not depend on its batch (checked at export)."""
+        self.load()
+        return bool(self.card.get("batch_invariant", False))
+
+    def plan_groups(
+        self, seqs: Sequence[list[int]], *, per_row: bool, max_batch: int, max_padding: float,
+        max_tokens: int | None = GROUP_TOKENS,
+    ) -> list[list[int]]:
+        """Indices of `seqs` per ONNX call: one each when `per_row`, else length groups spread over the workers."""
+        if per_row:
+            return [[i] for i in range(len(seqs))]
+        groups = length_groups([len(s) for s in seqs], max(1, max_batch), max_padding, max_tokens)
+        return spread_groups(groups, self.workers)
+
     def run_batches(self, output: str, batches: Sequence[Sequence[list[int]]]) -> list[np.ndarray]:
         """``output`` of every padded batch, in order; concurrently on ``workers`` threads.
 

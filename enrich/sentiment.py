@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from enrich.onnx_model import GROUP_TOKENS, OnnxTextModel, length_groups, read_card, spread_groups
+from enrich.onnx_model import OnnxTextModel, read_card
 from enrich.textprep import compose_title_text, has_signal, head_tail_ids, normalise, smart_truncate_chars
 
 if TYPE_CHECKING:
@@ -89,8 +89,7 @@ class SentimentClassifier:
     def per_row(self) -> bool:
         if self._per_row is not None:
             return self._per_row
-        self._ensure_loaded()
-        return not bool(self.model.card.get("batch_invariant", False))
+        return not self.model.batch_invariant
 
     @property
     def version(self) -> str:
@@ -120,11 +119,9 @@ class SentimentClassifier:
         if not normalised:
             return out
         seqs = self.encode(normalised)
-        if self.per_row:  # one post per call (models whose scores depend on batch neighbours)
-            groups = [[i] for i in range(len(seqs))]
-        else:
-            groups = length_groups([len(s) for s in seqs], max(1, batch_size), self.max_padding, GROUP_TOKENS)
-            groups = spread_groups(groups, self.model.workers)
+        groups = self.model.plan_groups(
+            seqs, per_row=self.per_row, max_batch=batch_size, max_padding=self.max_padding
+        )
         batches = self.model.run_batches("logits", [[seqs[i] for i in g] for g in groups])
         for group, logits in zip(groups, batches, strict=True):
             out[group] = logits
