@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute(f"PRAGMA cache_size = {-1024 * SQLITE_CACHE_MB}")
-        mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()
+        mode = _enter_wal(cur)
         if mode and str(mode[0]).lower() == "wal":
             cur.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster
             # Checkpoint every ~40 MB of WAL instead of 4 MB: on a large store each ingested batch dirties
@@ -112,6 +113,24 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
             cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
     finally:
         cur.close()
+
+
+def _enter_wal(cur: sqlite3.Cursor) -> Any:
+    """`PRAGMA journal_mode = WAL`, waiting out other processes doing the same on a fresh file.
+
+    SQLite does not call the busy handler for a journal-mode change, so two processes opening a new
+    database at once (a cron fetch beside the daemon) could fail with "database is locked" at once.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            return cur.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
