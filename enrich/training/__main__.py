@@ -28,6 +28,15 @@ SOUP_OF = ["minilm-ft-v1", "minilm-kd-v1"]
 SHIPPED_RUN = "minilm-soup-v1"
 
 
+def next_utc_time(hhmm: str, now: float | None = None) -> float:
+    """The next UNIX time at UTC ``HH:MM`` (tomorrow's when today's has passed: 01:25 asked at 23:30)."""
+    now = time.time() if now is None else now
+    hours, minutes = (int(part) for part in hhmm.split(":"))
+    midnight = now - now % 86400
+    at = midnight + hours * 3600 + minutes * 60
+    return at if at > now else at + 86400
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m enrich.training")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -48,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     te = sub.add_parser("teacher", help="fine-tune mpnet teacher and write soft labels (resumable)")
     te.add_argument("--stop-at", default=None)
     te.add_argument("--epochs", type=float, default=1.0, help="teacher fine-tune length (fixes the LR schedule)")
+    te.add_argument("--run", default="mpnet-teacher-v1")
+    te.add_argument("--init-from", default=None, help="continue this finished teacher run (e.g. mpnet-teacher-v1)")
+    te.add_argument("--lr", type=float, default=2e-5)
     so = sub.add_parser("soup", help="average the weights of finished runs into a new run (model soup)")
     so.add_argument("runs", nargs="+")
     so.add_argument("--out", required=True, help="name of the new run")
@@ -59,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     def stop_at(hhmm: str | None) -> float | None:
         if not hhmm:
             return None
-        today = time.strftime("%Y-%m-%d", time.gmtime())
-        return time.mktime(time.strptime(f"{today} {hhmm}", "%Y-%m-%d %H:%M")) - time.timezone
+        return next_utc_time(hhmm)
 
     if args.cmd in ("prepare", "all"):
         from enrich.training.data import prepare
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "teacher":
         from enrich.training.teacher import run_teacher
 
-        run_teacher(stop_at=stop_at(args.stop_at), epochs=args.epochs)
+        run_teacher(stop_at(args.stop_at), args.epochs, run=args.run, init_from=args.init_from, lr=args.lr)
     return 0
 
 

@@ -77,6 +77,11 @@ def _load_teacher(run_dir: Path) -> torch.nn.Module:
     return model
 
 
+def soft_labels_path(run: str) -> Path:
+    """Where a teacher run's soft labels are committed (the first teacher keeps the historical name)."""
+    return SOFT_LABELS if run == TEACHER_RECIPE.run else SOFT_LABELS.with_name(f"teacher_soft_labels-{run}.npz")
+
+
 def write_soft_labels(run_dir: Path, chunk: int = 2048, out: Path = SOFT_LABELS, stop_at: float | None = None) -> bool:
     """Teacher probabilities on all training examples; resumable per chunk. Returns True when complete."""
     from transformers import AutoTokenizer
@@ -85,7 +90,7 @@ def write_soft_labels(run_dir: Path, chunk: int = 2048, out: Path = SOFT_LABELS,
     examples = select(load_prepared(), "train", TRAIN_DOMAINS)
     tok = AutoTokenizer.from_pretrained(ensure_teacher())
     model = _load_teacher(run_dir)
-    chunks = TEACHER_CACHE / "soft_chunks"
+    chunks = TEACHER_CACHE / ("soft_chunks" if out == SOFT_LABELS else f"soft_chunks-{run_dir.name}")
     chunks.mkdir(parents=True, exist_ok=True)
     n_chunks = (len(examples) + chunk - 1) // chunk
     for c in range(n_chunks):
@@ -123,14 +128,23 @@ def teacher_val_macro_recall(run_dir: Path) -> float:
     return macro_recall([e.label for e in val], pred.tolist())
 
 
-def run_teacher(stop_at: float | None = None, epochs: float = 1.0) -> None:
+def run_teacher(
+    stop_at: float | None = None,
+    epochs: float = 1.0,
+    *,
+    run: str = TEACHER_RECIPE.run,
+    init_from: str | None = None,
+    lr: float = TEACHER_RECIPE.lr,
+) -> None:
     """Fine-tune the teacher (resumable), then write soft labels (resumable).
 
-    ``epochs`` must stay the same across resumes (it defines the LR schedule).
+    ``epochs`` and ``lr`` must stay the same across resumes (they define the LR schedule).
+    ``init_from`` continues a finished teacher run, e.g. a second epoch at a lower LR.
     """
-    run_dir = train(dataclasses.replace(TEACHER_RECIPE, epochs=epochs), stop_at=stop_at)
+    recipe = dataclasses.replace(TEACHER_RECIPE, run=run, epochs=epochs, init_from=init_from, lr=lr)
+    run_dir = train(recipe, stop_at=stop_at)
     state = torch.load(run_dir / "state.pt", weights_only=False) if (run_dir / "state.pt").exists() else {}
     if not state.get("done"):
         print(json.dumps({"event": "teacher_paused", "step": state.get("step")}), flush=True)
         return
-    write_soft_labels(run_dir, stop_at=stop_at)
+    write_soft_labels(run_dir, out=soft_labels_path(run), stop_at=stop_at)

@@ -130,6 +130,11 @@ def build(
 
         enc_dir = ensure_teacher()
         teacher = MeanPoolClassifier(enc_dir, recipe.dropout)
+        if recipe.init_from:  # continue a finished teacher (a second epoch under a fresh, lower LR schedule)
+            warm_pt = out_root / recipe.init_from / "best" / "model.pt"
+            if not warm_pt.exists():
+                raise FileNotFoundError(f"--init-from {recipe.init_from}: no weights in {warm_pt.parent}")
+            teacher.load_state_dict(torch.load(warm_pt, weights_only=True))
         ttok = AutoTokenizer.from_pretrained(enc_dir)
 
         def save_teacher(path: Path) -> None:
