@@ -116,7 +116,13 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
                 "model": MentionPage,
                 "description": "One page. csv/ndjson carry the next page token in the X-Next-After header.",
                 "content": {media: {"schema": {"type": "string"}} for media in ("application/x-ndjson", "text/csv")},
-                "headers": {"X-Next-After": {"schema": {"type": "string"}, "description": "next page token"}},
+                "headers": {
+                    "X-Next-After": {"schema": {"type": "string"}, "description": "next page token"},
+                    "X-Ranked-Newest": {
+                        "schema": {"type": "integer"},
+                        "description": "sort=relevance ranked only this many newest matches",
+                    },
+                },
             },
         },
     )
@@ -181,7 +187,7 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
             enrich = store.enrichments_for([r["id"] for r in rows]) if rows else {}
             for r in rows:
                 r["enrichments"] = enrich.get(r["id"], {})
-        return _page_response(rows, page.next_after, format)
+        return _page_response(rows, page.next_after, format, page.ranked_newest)
 
     @app.get(
         "/api/mentions/{mention_id}",
@@ -283,10 +289,15 @@ def _source_row(
     }
 
 
-def _page_response(rows: list[dict[str, Any]], next_after: str | None, format: Format) -> Response:
+def _page_response(
+    rows: list[dict[str, Any]], next_after: str | None, format: Format, ranked_newest: int | None = None
+) -> Response:
     headers = {"X-Next-After": next_after} if next_after else {}
+    if ranked_newest:
+        headers["X-Ranked-Newest"] = str(ranked_newest)
     if format is Format.json:
-        body = json.dumps({"items": rows, "next_after": next_after}, ensure_ascii=False, default=str)
+        page = {"items": rows, "next_after": next_after, "ranked_newest": ranked_newest}
+        body = json.dumps(page, ensure_ascii=False, default=str)
         return Response(body, media_type="application/json", headers=headers)
     buf = io.StringIO()
     write_rows(rows, format.value, buf, header=True)

@@ -99,6 +99,11 @@ class MentionHit(MentionOut):
 class MentionPage(BaseModel):
     items: list[MentionHit]
     next_after: str | None = Field(description="Pass as `after` for the next page; null on the last page")
+    ranked_newest: int | None = Field(
+        None,
+        description="sort=relevance on a very common query: only this many newest matches were ranked "
+        "(narrow `since` to rank older ones); null when every match was ranked",
+    )
 
 
 class ThreadItem(BaseModel):

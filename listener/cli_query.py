@@ -102,7 +102,7 @@ def _print_table(console: Console, rows: list[dict[str, Any]], items: list[Any],
 
 
 def register(app: typer.Typer) -> None:
-    from listener.cli import console, ctx_of
+    from listener.cli import console, ctx_of, err
 
     @app.command()
     def search(
@@ -152,6 +152,9 @@ def register(app: typer.Typer) -> None:
             _print_table(console, rows, page.items, query or semantic)
         else:
             write_rows(rows, fmt, sys.stdout, header=True)
+        if page.ranked_newest:
+            newest = page.ranked_newest
+            err.print(f"note: relevance ranked the newest {newest:,} matches; use --since to rank older ones")
 
     @app.command()
     def export(

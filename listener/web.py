@@ -206,7 +206,7 @@ def mount_ui(app: FastAPI, store: Store, config: Config, token: str | None) -> N
     ) -> HTMLResponse:
         error = None
         items: list[Any] = []
-        next_after = None
+        next_after, ranked_newest = None, None
         start = None
         try:
             start = _start(since)
@@ -223,7 +223,7 @@ def mount_ui(app: FastAPI, store: Store, config: Config, token: str | None) -> N
                     sentiment=sentiment if sentiment in SENTIMENT_COLOURS else None,
                 ),
             )
-            items, next_after = page.items, page.next_after
+            items, next_after, ranked_newest = page.items, page.next_after, page.ranked_newest
         except (UsageError, ValueError) as exc:
             error = str(exc)
         labels = store.enrichments_for([i.id for i in items], stage="sentiment") if items else {}
@@ -239,6 +239,7 @@ def mount_ui(app: FastAPI, store: Store, config: Config, token: str | None) -> N
             params=params,
             first_page=not after,
             next_after=next_after,
+            ranked_newest=ranked_newest,
             sources=sources,
             watches=watches,
             periods=PERIODS if since in PERIODS or not since else (*PERIODS, since),

@@ -111,6 +111,8 @@ class SearchPage:
     items: list[StoredMention]
     next_after: str | None
     """Opaque token for the next page; None when this page is the last."""
+    ranked_newest: int | None = None
+    """Set when relevance ranked only this many newest matches of more (SQLite, `relevance.RANKED_NEWEST`)."""
 
 
 def is_deleted(m: Mention) -> bool:

@@ -33,6 +33,9 @@ RANKED_COLUMN_SHARE = 0.15
 """With column filters only, FTS-first when at least this share of the sampled matches passes them…"""
 RANKED_DENSE_SHARE = 1 / 3
 """…and the query matches at most this share of all mentions."""
+RANKED_NEWEST = 50_000
+"""SQLite relevance ranks at most the newest this many matches (`newest_horizon`): bm25 costs ~0.8 µs a
+match and FTS5 cannot skip low scorers, so a word in 60% of 1M mentions took 430 ms to rank in full."""
 SEQ_SPAN_ROWS = 200_000
 """Time windows with more live mentions than this are not narrowed to a rowid range (`in_seq_span`)."""
 
@@ -53,6 +56,19 @@ def in_seq_span(conn: Connection, clauses: list[ColumnElement[bool]]) -> ColumnE
     if n > SEQ_SPAN_ROWS:
         return None
     return FTS.c.rowid.between(lo, hi) if n else sa.false()
+
+
+def newest_horizon(conn: Connection, matching: list[ColumnElement[bool]], newest: int | None = None) -> int | None:
+    """The rowid of the `newest`-th newest match, or None when there are no more matches than that.
+
+    `rowid >= horizon` then keeps relevance to the newest matches. FTS5 walks its doclist backwards
+    without scoring, so finding the horizon costs ~2 ms at 50k. Mentions are stored about in time order,
+    so these are about the newest by date too; the page token pins the horizon so later pages agree.
+    """
+    newest = RANKED_NEWEST if newest is None else newest
+    stmt = sa.select(FTS.c.rowid).where(*matching).order_by(FTS.c.rowid.desc()).limit(2).offset(newest - 1)
+    rows = conn.execute(stmt).scalars().all()
+    return int(rows[0]) if len(rows) == 2 else None
 
 
 def ranked_in_fts(

@@ -137,16 +137,32 @@ def _plan(query: str | None, filters: Filters, dialect: str) -> _Plan:
     return plan
 
 
-def _encode(sort: str, key: Any, seq: int) -> str:
-    data = json.dumps([sort, key, seq], separators=(",", ":")).encode()
+def _encode(sort: str, key: Any, seq: int, horizon: int | None = None) -> str:
+    fields = [sort, key, seq] if horizon is None else [sort, key, seq, horizon]
+    data = json.dumps(fields, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _horizon(token: str | None) -> int | None:
+    """The relevance horizon a page token pinned (`relevance.newest_horizon`), if any."""
+    if token is None:
+        return None
+    fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    return int(fields[3]) if len(fields) == 4 else None
 
 
 def _decode(token: str, sort: str) -> tuple[Any, int]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        kind, key, seq = json.loads(raw)
-        if kind != sort or not isinstance(seq, int) or isinstance(seq, bool):
+        fields = json.loads(raw)
+        if not isinstance(fields, list) or len(fields) not in (3, 4):
+            raise ValueError
+        kind, key, seq = fields[:3]
+        if kind != sort or not _is_int(seq) or (len(fields) == 4 and (sort != "relevance" or not _is_int(fields[3]))):
             raise ValueError
         if sort == "newest":
             key = datetime.fromisoformat(key)
@@ -177,6 +193,7 @@ def search(
         sort = "newest"  # nothing to be relevant to: newest first is the useful order
     key: ColumnElement[Any]
     in_span: ColumnElement[bool] | None = None
+    horizon: int | None = None
     if sort == "relevance":
         assert rank is not None
         key, descending = rank, False
@@ -186,6 +203,14 @@ def search(
             in_span = relevance.in_seq_span(conn, span.clauses()) if timed else None
             if in_span is not None:
                 where.append(in_span)  # FTS5 reads only that rowid range of each doclist
+            if after is not None:
+                _decode(after, sort)  # a bad token is a clear error before it is read for its horizon
+            horizon = _horizon(after) if after is not None else None
+            if horizon is None and after is None:
+                assert plan.match is not None
+                horizon = relevance.newest_horizon(conn, [plan.match] if in_span is None else [plan.match, in_span])
+            if horizon is not None:
+                where.append(_FTS.c.rowid >= horizon)  # rank only the newest RANKED_NEWEST matches
     elif sort == "engagement":
         key, descending = sa.func.coalesce(mention.c.score, NO_SCORE), True
     else:
@@ -214,8 +239,10 @@ def search(
         assert plan.match is not None and rank is not None
         subqueries = bool(filters.watches or filters.labels or filters.canonical_only)
         indexed = bool(filters.sources or filters.kinds or filters.authors or in_span is not None)
+        matching = [plan.match, *([] if in_span is None else [in_span])]
+        matching += [] if horizon is None else [_FTS.c.rowid >= horizon]
         keys = relevance.ranked_in_fts(
-            conn, [plan.match] if in_span is None else [plan.match, in_span], rank, filters.clauses(),
+            conn, matching, rank, filters.clauses(),
             narrows=filters.narrows, subqueries=subqueries, indexed=indexed, limit=limit,
             after=_decode(after, sort) if after is not None else None,
         )  # fmt: skip
@@ -240,8 +267,8 @@ def search(
     if len(keys) > limit:
         last = keys[limit - 1]
         last_key = last._key.isoformat() if sort == "newest" else float(last._key)
-        next_after = _encode(sort, last_key, last.seq)
-    return SearchPage(items=items, next_after=next_after)
+        next_after = _encode(sort, last_key, last.seq, horizon)
+    return SearchPage(items=items, next_after=next_after, ranked_newest=relevance.RANKED_NEWEST if horizon else None)
 
 
 def thread(conn: Connection, source: str, thread_id: str, limit: int) -> list[StoredMention]:

@@ -114,8 +114,19 @@ def test_keyset_pagination_edges(client: TestClient) -> None:
         if not after:
             break
     assert len(seen) == len(set(seen)) == 25  # exact last page: no empty extra page, nothing twice
-    assert client.get("/api/mentions", params={"q": "nothingmatches"}).json() == {"items": [], "next_after": None}
+    empty = {"items": [], "next_after": None, "ranked_newest": None}
+    assert client.get("/api/mentions", params={"q": "nothingmatches"}).json() == empty
     assert client.get("/api/mentions", params={"after": "garbage!!"}).status_code == 422
+
+
+def test_relevance_on_a_common_query_says_it_ranked_the_newest(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("storage.relevance.RANKED_NEWEST", 10)
+    page = client.get("/api/mentions", params={"q": "sync", "sort": "relevance", "limit": 50}).json()
+    assert page["ranked_newest"] == 10 and len(page["items"]) == 10
+    r = client.get("/api/mentions", params={"q": "sync", "sort": "relevance", "format": "csv"})
+    assert r.headers["x-ranked-newest"] == "10"
+    assert "newest 10 matches" in client.get("/", params={"q": "sync", "sort": "relevance"}).text
+    assert client.get("/api/mentions", params={"q": "notably", "sort": "relevance"}).json()["ranked_newest"] is None
 
 
 @pytest.mark.parametrize(

@@ -172,3 +172,69 @@ def test_join_plan_agrees_without_the_fast_paths(sqlite_store: Store, monkeypatc
     monkeypatch.setattr(relevance, "RANKED_FIRST_ABOVE", 10**9)
     monkeypatch.setattr(relevance, "SEQ_SPAN_ROWS", -1)
     assert fast == [_pages(sqlite_store, "sync OR crash", 3, **c) for c in cases]
+
+
+def _newest_reference(store: Store, query: str, newest: int, keep: Callable[[Mention], bool], ms: list[Mention]) -> list[str]:
+    """The plain ranking restricted to the `newest` newest matches (by rowid), filtered here."""
+    with store.engine.connect() as conn:
+        match = fts5_match(parse_search(query))
+        rowids = conn.exec_driver_sql(
+            "SELECT rowid FROM mention_fts WHERE mention_fts MATCH ? ORDER BY rowid DESC", (match,)
+        ).scalars().all()
+        horizon = rowids[newest - 1] if len(rowids) > newest else 0
+        ranked = conn.exec_driver_sql(
+            "SELECT m.id FROM mention m JOIN mention_fts ON mention_fts.rowid = m.seq WHERE mention_fts MATCH ?"
+            " AND m.seq >= ? ORDER BY bm25(mention_fts, 2.0, 1.0, 0.5), m.seq DESC",
+            (match, horizon),
+        ).scalars()
+        by_id = {m.id: m for m in ms}
+        return [mid for mid in ranked if not by_id[mid].extra.get("deleted") and keep(by_id[mid])]
+
+
+@pytest.mark.parametrize("plans", ["default", "fast"])
+def test_common_query_ranks_only_the_newest_matches_and_says_so(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, plans: str
+) -> None:
+    if plans == "fast":
+        request.getfixturevalue("fast")
+    monkeypatch.setattr(relevance, "RANKED_NEWEST", 40)
+    ms, sentiment = _store(sqlite_store)
+    for name, filters, keep in CASES[:3]:
+        expected = _newest_reference(sqlite_store, "sync", 40, lambda m: keep(m, sentiment), ms)  # noqa: B023
+        assert 0 < len(expected) <= 40
+        for limit in (1, 7, 50):
+            assert _pages(sqlite_store, "sync", limit, **filters) == expected, (name, limit)
+    page = sqlite_store.search("sync", sort="relevance", limit=5)
+    assert page.ranked_newest == 40
+    rare = sqlite_store.search("identical", sort="relevance", limit=5)
+    assert rare.ranked_newest is None and sqlite_store.search("sync", sort="newest", limit=5).ranked_newest is None
+
+
+def test_later_pages_keep_the_horizon_of_the_first(sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token pins the horizon: new matches arriving between pages (which move "the newest N") must
+    not drop older ones from later pages. Shrinking RANKED_NEWEST after page 1 stands in for that move."""
+    monkeypatch.setattr(relevance, "RANKED_NEWEST", 30)
+    ms, _ = _store(sqlite_store)
+    expected = _newest_reference(sqlite_store, "sync", 30, lambda m: True, ms)
+    first = sqlite_store.search("sync", sort="relevance", limit=5)
+    monkeypatch.setattr(relevance, "RANKED_NEWEST", 10)
+    ids, after = [i.id for i in first.items], first.next_after
+    while after is not None:
+        page = sqlite_store.search("sync", sort="relevance", limit=5, after=after)
+        assert page.ranked_newest
+        ids += [i.id for i in page.items]
+        after = page.next_after
+    assert ids == expected
+
+
+@pytest.mark.parametrize("fields", [["newest", "2026-01-01T00:00:00+00:00", 5, 3], ["relevance", -1.0, 5, "x"],
+                                    ["relevance", -1.0, 5, 3, 4], ["relevance", -1.0, 5, True]])  # fmt: skip
+def test_page_tokens_with_a_bad_horizon_are_refused(sqlite_store: Store, fields: list[Any]) -> None:
+    import base64
+    import json
+
+    _store(sqlite_store, 50)
+    sort = str(fields[0])
+    token = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+    with pytest.raises(ValueError, match="invalid page cursor"):
+        sqlite_store.search("sync", sort=sort, limit=5, after=token)
