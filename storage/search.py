@@ -240,9 +240,12 @@ def search(
         subqueries = bool(filters.watches or filters.labels or filters.canonical_only)
         indexed = bool(filters.sources or filters.kinds or filters.authors or in_span is not None)
         matching = [plan.match, *([] if in_span is None else [in_span])]
-        matching += [] if horizon is None else [_FTS.c.rowid >= horizon]
+        rest = filters.clauses()
+        if horizon is not None:  # on both sides, so a filtered set holds only the newest part of a source
+            matching.append(_FTS.c.rowid >= horizon)
+            rest.append(mention.c.seq >= horizon)
         keys = relevance.ranked_in_fts(
-            conn, matching, rank, filters.clauses(),
+            conn, matching, rank, rest,
             narrows=filters.narrows, subqueries=subqueries, indexed=indexed, limit=limit,
             after=_decode(after, sort) if after is not None else None,
         )  # fmt: skip
