@@ -81,6 +81,30 @@ def bench_stages(n: int, batch: int) -> dict[str, tuple[float, float, float]]:
     return timings
 
 
+def bench_batches(n: int, batch: int, with_sentiment: bool = False) -> float:
+    """Mentions/s of the six stages run per batch the way `enrich_pending` runs them (`run_batch`: the
+    encoder stages in order, language and duplicates beside them), without storing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from listener.pipeline import run_batch
+
+    mentions = make_mentions(n)
+    stages = insight_stages()
+    if with_sentiment:
+        from enrich.sentiment import SentimentStage
+
+        sentiment = SentimentStage()
+        stages = [sentiment, *insight_stages(sentiment=sentiment.classifier)]
+    for stage in stages:
+        stage.run(make_mentions(8))
+    with ThreadPoolExecutor(1) as side:
+        start = time.perf_counter()
+        for i in range(0, n, batch):
+            part = mentions[i : i + batch]
+            run_batch([(stage, part) for stage in stages], side)
+        return n / (time.perf_counter() - start)
+
+
 def bench_store(n: int, batch: int) -> float:
     from enrich.sentiment import SentimentStage
     from listener.pipeline import enrich_pending
@@ -149,6 +173,10 @@ def main() -> None:
         f"cpu: {cpu_total:.2f} s = {1000 * cpu_total / args.n:.1f} cpu-ms per mention "
         f"(≈ {2 * args.n / cpu_total:.0f} mentions/s if 2 cores were free)"
     )
+    insight_rate = bench_batches(args.n, args.batch)
+    print(f"all insight stages per batch, as enrich_pending runs them: {insight_rate:.0f} mentions/s")
+    both_rate = bench_batches(args.n, args.batch, with_sentiment=True)
+    print(f"sentiment + insight stages per batch: {both_rate:.0f} mentions/s")
     if args.store:
         secs = bench_store(args.n, args.batch)
         print(

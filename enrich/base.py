@@ -20,6 +20,12 @@ class Enrichment:
 
 
 class Stage(Protocol):
+    """A batch-first enrichment stage.
+
+    A stage may also set ``independent = True``: it reads nothing that other stages leave in this
+    process (vectors, clause caches), so `listener.pipeline` runs it on a second thread beside them.
+    """
+
     name: str
 
     @property

@@ -200,6 +200,7 @@ class DuplicateStage:
     """Stage "duplicates": group id + canonical flag per mention (earliest member is canonical)."""
 
     name = STAGE
+    independent = True  # text only: runs beside the encoder stages (listener.pipeline)
 
     def __init__(self, store: Store | None = None, threshold: float = 0.7, warm_days: int = 30) -> None:
         self.index = DuplicateIndex(threshold)

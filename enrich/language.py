@@ -92,6 +92,7 @@ class LanguageStage:
     """Stage "language": ISO 639-1 code (or "und") per mention."""
 
     name = STAGE
+    independent = True  # text only: runs beside the encoder stages (listener.pipeline)
 
     def __init__(self, detector: LanguageDetector | None = None) -> None:
         self.detector = detector or LanguageDetector()

@@ -9,6 +9,7 @@ similar token length when the model is batch-invariant (its card says so).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,8 @@ class SentimentClassifier:
         self.temperature = 1.0
         self.max_length = 128
         self.head_frac = 0.5
+        self._ready = False
+        self._load_lock = threading.Lock()
 
     @property
     def per_row(self) -> bool:
@@ -97,13 +100,17 @@ class SentimentClassifier:
         return str(self.model.card.get("version", MODEL_VERSION))
 
     def _ensure_loaded(self) -> None:
-        if self.model.loaded:
+        if self._ready:
             return
-        self.model.load()
-        card = self.model.card
-        self.temperature = float(card.get("temperature", 1.0))
-        self.max_length = int(card.get("max_length", 128))
-        self.head_frac = float(card.get("truncation_head_frac", 0.5))
+        with self._load_lock:  # two stages may share this classifier from two threads (listener.pipeline)
+            if self._ready:
+                return
+            self.model.load()
+            card = self.model.card
+            self.temperature = float(card.get("temperature", 1.0))
+            self.max_length = int(card.get("max_length", 128))
+            self.head_frac = float(card.get("truncation_head_frac", 0.5))
+            self._ready = True
 
     def encode(self, normalised: Sequence[str]) -> list[list[int]]:
         """Token ids with head+tail truncation to ``max_length`` (same rule as training)."""
@@ -160,6 +167,7 @@ class SentimentStage:
     """Enrichment stage "sentiment": one Enrichment per mention, never drops a mention."""
 
     name = "sentiment"
+    independent = True  # its own model; runs beside the encoder stages (listener.pipeline)
 
     def __init__(self, classifier: SentimentClassifier | None = None, batch_size: int = 32) -> None:
         self.classifier = classifier or SentimentClassifier()
