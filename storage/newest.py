@@ -37,26 +37,28 @@ def newest_by_rowid(
     match: ColumnElement[bool],
     rest: list[ColumnElement[bool]],
     limit: int,
-    after_key: datetime | None,
+    after: tuple[datetime, int] | None,
 ) -> Sequence[Any] | None:
     """(seq, _key = created_at) of the page + 1 newest matches passing `rest`, or None: use another plan.
 
-    `rest` holds the filters and the page-token bound; `after_key` is that bound's created_at (it caps
-    the time-index check to the part after the previous page).
+    `rest` holds the filters and the page-token bound; `after` is that bound, (created_at, seq) of the
+    previous page's last row. Later pages take their candidates below its seq (where most of what
+    follows it in time was stored) and prove it the same way, so exports page deep at the same cost.
     """
+    below = [] if after is None else [FTS.c.rowid <= after[1]]
     k = max(FIRST_CANDIDATES, 4 * (limit + 1))
     while k <= MAX_CANDIDATES:
-        candidates = sa.select(FTS.c.rowid).where(match).order_by(FTS.c.rowid.desc()).limit(k).subquery()
+        candidates = sa.select(FTS.c.rowid).where(match, *below).order_by(FTS.c.rowid.desc()).limit(k).subquery()
         lowest, highest, taken = conn.execute(
             sa.select(sa.func.min(candidates.c.rowid), sa.func.max(candidates.c.rowid), sa.func.count())
         ).one()
-        if not taken:
-            return []
-        keys = _page(conn, [mention.c.seq.in_(sa.select(candidates.c.rowid))], rest, limit)
-        if taken < k:
+        keys = _page(conn, [mention.c.seq.in_(sa.select(candidates.c.rowid))], rest, limit) if taken else []
+        if taken < k and after is None:
             return keys  # every match was a candidate
         if len(keys) > limit:
-            return _proven(conn, match, rest, limit, after_key, keys, (int(lowest), int(highest)))
+            return _proven(conn, match, rest, limit, after, keys, (int(lowest), int(highest)))
+        if taken < k:
+            return None  # the last page of a later-page walk: matches stored above its cursor may remain
         k *= 4
     return None
 
@@ -66,26 +68,32 @@ def _proven(
     match: ColumnElement[bool],
     rest: list[ColumnElement[bool]],
     limit: int,
-    after_key: datetime | None,
+    after: tuple[datetime, int] | None,
     keys: Sequence[Any],
     seqs: tuple[int, int],
 ) -> Sequence[Any] | None:
-    """`keys` if no mention outside the candidates is newer than the page's last row, else the page
-    recomputed over every match down to the oldest seq of those newer mentions (exact: widening only
-    moves the last row newer, and every mention newer than it is then inside)."""
+    """`keys` if every mention that could sort between the previous page's last row and this page's last
+    row has a seq inside the candidates' range, else the page recomputed over every match in the range
+    widened to take them in (exact: widening only moves this page's last row newer, which shrinks the
+    time slice to cover, and everything in it is then inside)."""
     last = keys[limit]._key
-    newer = [mention.c.created_at > last]
-    if after_key is not None:
-        newer.append(mention.c.created_at <= after_key)
-    # `+ 0`: without it SQLite answers min(seq) by walking the table from its first rowid, not the time index.
-    below = conn.execute(sa.select(sa.func.min(mention.c.seq + 0)).where(*newer)).scalar_one_or_none()
     lowest, highest = seqs
-    if below is None or below >= lowest:
+    seq = mention.c.seq + 0  # `+ 0`: else SQLite reads min/max(seq) walking the table, not the time index
+    slice_ = [mention.c.created_at >= last, *([] if after is None else [mention.c.created_at <= after[0]])]
+    low, high = conn.execute(
+        sa.select(sa.func.min(sa.case((mention.c.created_at > last, seq))), sa.func.max(seq)).where(*slice_)
+    ).one()
+    capped = after is not None  # the first page took the newest matches: nothing above them to miss
+    too_low = low is not None and low < lowest
+    too_high = capped and high is not None and high > highest
+    if not (too_low or too_high):
         return keys
-    if highest - below > MAX_SPAN:
+    lo = min(lowest, low) if too_low else lowest
+    hi = max(highest, high) if too_high else highest
+    if hi - lo > MAX_SPAN:
         return None
-    span = sa.select(FTS.c.rowid).where(match, FTS.c.rowid >= below)
-    return _page(conn, [mention.c.seq.in_(span)], rest, limit)
+    span = [FTS.c.rowid >= lo, *([FTS.c.rowid <= hi] if capped else [])]
+    return _page(conn, [mention.c.seq.in_(sa.select(FTS.c.rowid).where(match, *span))], rest, limit)
 
 
 def _page(

@@ -235,8 +235,7 @@ def search(
     keys: Sequence[Any] | None = None
     if plan.match is not None and sort == "newest" and conn.dialect.name == "sqlite":
         rest = [w for w in where if w is not plan.match]
-        after_key = _decode(after, sort)[0] if after is not None else None
-        keys = newest.newest_by_rowid(conn, plan.match, rest, limit, after_key)
+        keys = newest.newest_by_rowid(conn, plan.match, rest, limit, _decode(after, sort) if after else None)
         hits = _hits(conn, plan.match) if keys is None else 0
         if hits > TIME_DRIVEN_ABOVE:
             rows = conn.execute(sa.select(sa.func.max(mention.c.seq))).scalar_one() or 0

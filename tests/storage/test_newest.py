@@ -123,3 +123,21 @@ def test_too_far_out_of_order_falls_back_to_the_time_index(
     _store(sqlite_store)
     assert _pages(sqlite_store, "sync", 5) == _reference(sqlite_store, "sync")
     assert "fallback" in taken
+
+
+def test_later_pages_take_the_rowid_plan_too_and_widen_for_backfill(
+    sqlite_store: Store, taken: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exports walk every page: later pages must not fall back each time. Backfilled mentions (stored last,
+    high seqs, old times) sit above each cursor's seq, so proving those pages needs the upward widening."""
+    widened: list[bool] = []
+    real = newest._page
+
+    def spy(conn: Any, within: Any, rest: Any, limit: int) -> Any:
+        widened.append(any(">=" in str(w) for w in within))  # only the widened span has a lower bound
+        return real(conn, within, rest, limit)
+
+    monkeypatch.setattr(newest, "_page", spy)
+    _store(sqlite_store)
+    assert _pages(sqlite_store, "sync", 5) == _reference(sqlite_store, "sync")
+    assert taken.count("rowid") >= 0.8 * len(taken) and any(widened)
