@@ -136,8 +136,20 @@ def register(app: typer.Typer) -> None:
         n: Annotated[int, typer.Option(help="Number of posts to classify.")] = 2000,
         baseline: Annotated[bool, typer.Option(help="Also time the HF transformers pipeline (needs torch).")] = True,
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        insight: Annotated[
+            bool, typer.Option("--insight", help="Time the insight stages and clustering instead of sentiment.")
+        ] = False,
     ) -> None:
         """Throughput/latency/memory of our enrichment vs the HF pipeline on the same model and inputs."""
+        if insight:
+            from listener.bench_insight import format_insight, run_insight_bench
+
+            found = run_insight_bench(n=n)
+            if as_json:
+                sys.stdout.write(json.dumps(found, indent=2, default=str) + "\n")
+            else:
+                console.print(format_insight(found))
+            return
         from listener.bench import format_bench, run_bench
 
         result = run_bench(n=n, baseline=baseline)
