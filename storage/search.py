@@ -150,22 +150,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _horizon(token: str | None) -> int | None:
-    """The relevance horizon a page token pinned (`relevance.newest_horizon`), if any."""
-    if token is None:
-        return None
-    fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    return int(fields[3]) if len(fields) == 4 else None
-
-
-def _decode(token: str, sort: str) -> tuple[Any, int]:
+def _decode(token: str, sort: str) -> tuple[Any, int, int | None]:
+    """(sort key, seq, relevance horizon or None) of a page token; ValueError("invalid page cursor")."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         fields = json.loads(raw)
         if not isinstance(fields, list) or len(fields) not in (3, 4):
             raise ValueError
         kind, key, seq = fields[:3]
-        if kind != sort or not _is_int(seq) or (len(fields) == 4 and (sort != "relevance" or not _is_int(fields[3]))):
+        horizon = fields[3] if len(fields) == 4 else None
+        if kind != sort or not _is_int(seq) or (horizon is not None and (sort != "relevance" or not _is_int(horizon))):
             raise ValueError
         if sort == "newest":
             key = datetime.fromisoformat(key)
@@ -173,7 +167,7 @@ def _decode(token: str, sort: str) -> tuple[Any, int]:
             raise ValueError
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ValueError("invalid page cursor") from None
-    return key, seq
+    return key, seq, horizon
 
 
 def search(
@@ -194,6 +188,8 @@ def search(
     rank, where = plan.rank, plan.where
     if sort == "relevance" and rank is None:
         sort = "newest"  # nothing to be relevant to: newest first is the useful order
+    cursor = _decode(after, sort) if after is not None else None
+    bound: tuple[Any, int] | None = (cursor[0], cursor[1]) if cursor is not None else None
     key: ColumnElement[Any]
     in_span: ColumnElement[bool] | None = None
     horizon: int | None = None
@@ -206,10 +202,9 @@ def search(
             in_span = relevance.in_seq_span(conn, span.clauses()) if timed else None
             if in_span is not None:
                 where.append(in_span)  # FTS5 reads only that rowid range of each doclist
-            if after is not None:
-                _decode(after, sort)  # a bad token is a clear error before it is read for its horizon
-            horizon = _horizon(after) if after is not None else None
-            if horizon is None and after is None:
+            if cursor is not None:
+                horizon = cursor[2]  # later pages rank what the first page ranked
+            else:
                 assert plan.match is not None
                 horizon = relevance.newest_horizon(conn, [plan.match] if in_span is None else [plan.match, in_span])
             if horizon is not None:
@@ -218,11 +213,11 @@ def search(
         key, descending = sa.func.coalesce(mention.c.score, NO_SCORE), True
     else:
         key, descending = mention.c.created_at, True
-    if after is not None:
-        last_key, last_seq = _decode(after, sort)
-        bound = sa.bindparam("after_key", last_key, type_=UTCDateTime if sort == "newest" else sa.Float)
-        beyond = key < bound if descending else key > bound
-        where.append(sa.or_(beyond, sa.and_(key == bound, mention.c.seq < last_seq)))
+    if bound is not None:
+        last_key, last_seq = bound
+        bound_key = sa.bindparam("after_key", last_key, type_=UTCDateTime if sort == "newest" else sa.Float)
+        beyond = key < bound_key if descending else key > bound_key
+        where.append(sa.or_(beyond, sa.and_(key == bound_key, mention.c.seq < last_seq)))
     # Two steps: rank/sort only (seq, key) over all matches, then fetch full rows and snippets for
     # the page. Sorting wide rows, or computing snippets for every match, costs 10-50x on big hits.
     page = (
@@ -235,7 +230,7 @@ def search(
     keys: Sequence[Any] | None = None
     if plan.match is not None and sort == "newest" and conn.dialect.name == "sqlite":
         rest = [w for w in where if w is not plan.match]
-        keys = newest.newest_by_rowid(conn, plan.match, rest, limit, _decode(after, sort) if after else None)
+        keys = newest.newest_by_rowid(conn, plan.match, rest, limit, bound)
         hits = _hits(conn, plan.match) if keys is None else 0
         if hits > TIME_DRIVEN_ABOVE:
             rows = conn.execute(sa.select(sa.func.max(mention.c.seq))).scalar_one() or 0
@@ -252,7 +247,7 @@ def search(
         keys = relevance.ranked_in_fts(
             conn, matching, rank, rest,
             narrows=filters.narrows, subqueries=subqueries, indexed=indexed, limit=limit,
-            after=_decode(after, sort) if after is not None else None,
+            after=bound,
         )  # fmt: skip
     if keys is None:
         keys = conn.execute(page).all()
