@@ -11,12 +11,15 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 SOFT_LABELS = "enrich/training/data/teacher_soft_labels.npz"
+# Teachers in training order (a later one may continue an earlier one): (run, run_teacher arguments).
+TEACHERS: list[tuple[str, dict[str, Any]]] = [("mpnet-teacher-v1", {})]
 # The shipped model's chain: (run, Recipe overrides) trained in order, then souped into SHIPPED_RUN.
 STUDENTS: list[tuple[str, dict[str, Any]]] = [
     ("minilm-ft-v1", {"epochs": 2.0, "lr": 5e-5}),
@@ -124,7 +127,7 @@ def _reproduce_chain(stop: float | None) -> bool:
     import torch
 
     from enrich.training.soup import soup
-    from enrich.training.teacher import run_teacher
+    from enrich.training.teacher import run_teacher, soft_labels_path
     from enrich.training.train import Recipe, train
 
     def finished(run_dir: object) -> bool:
@@ -132,9 +135,15 @@ def _reproduce_chain(stop: float | None) -> bool:
         return bool(state.get("done"))
 
     for name, overrides in STUDENTS:
-        if overrides.get("soft_labels") and not os.path.exists(SOFT_LABELS):
-            run_teacher(stop_at=stop)
-            if not os.path.exists(SOFT_LABELS):
+        wanted = overrides.get("soft_labels")
+        if wanted and not os.path.exists(wanted):
+            for teacher, arguments in TEACHERS:  # up to the teacher that writes these labels
+                writes = soft_labels_path(teacher).resolve() == Path(wanted).resolve()
+                if not run_teacher(stop, run=teacher, labels=writes, **arguments):
+                    return False
+                if writes:
+                    break
+            if not os.path.exists(wanted):
                 return False
         if not finished(train(dataclasses.replace(Recipe(run=name), **overrides), stop_at=stop)):
             return False

@@ -135,8 +135,10 @@ def run_teacher(
     run: str = TEACHER_RECIPE.run,
     init_from: str | None = None,
     lr: float = TEACHER_RECIPE.lr,
-) -> None:
-    """Fine-tune the teacher (resumable), then write soft labels (resumable).
+    labels: bool = True,
+) -> bool:
+    """Fine-tune the teacher (resumable), then write its soft labels unless they exist or ``labels`` is
+    False (resumable). True when both are done.
 
     ``epochs`` and ``lr`` must stay the same across resumes (they define the LR schedule).
     ``init_from`` continues a finished teacher run, e.g. a second epoch at a lower LR.
@@ -146,5 +148,7 @@ def run_teacher(
     state = torch.load(run_dir / "state.pt", weights_only=False) if (run_dir / "state.pt").exists() else {}
     if not state.get("done"):
         print(json.dumps({"event": "teacher_paused", "step": state.get("step")}), flush=True)
-        return
-    write_soft_labels(run_dir, out=soft_labels_path(run), stop_at=stop_at)
+        return False
+    if not labels or soft_labels_path(run).exists():
+        return True
+    return write_soft_labels(run_dir, out=soft_labels_path(run), stop_at=stop_at)

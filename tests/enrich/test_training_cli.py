@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,37 @@ def test_each_teacher_run_writes_its_own_soft_labels_and_the_first_keeps_its_com
     second = soft_labels_path("mpnet-teacher-v2")
     assert second.parent == SOFT_LABELS.parent and second != SOFT_LABELS
     assert "mpnet-teacher-v2" in second.name
+
+
+def test_reproducing_runs_the_teachers_up_to_the_one_whose_labels_a_student_needs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A student distilled from a continued teacher needs the first teacher trained (its labels are not
+    needed) and then the second one with its labels; labels already on disk skip the teachers."""
+    from enrich.training import __main__ as chain
+    from enrich.training import soup, teacher, train
+
+    second = tmp_path / "teacher_soft_labels-t2.npz"
+    calls: list[tuple[str, bool]] = []
+
+    def fake_teacher(stop: object, *, run: str, labels: bool, **kwargs: object) -> bool:
+        calls.append((run, labels))
+        if labels:
+            second.write_bytes(b"labels")
+        return True
+
+    monkeypatch.setattr(chain, "TEACHERS", [("t1", {}), ("t2", {"init_from": "t1"}), ("t3", {})])
+    monkeypatch.setattr(chain, "STUDENTS", [("s", {"soft_labels": str(second)})])
+    monkeypatch.setattr(teacher, "run_teacher", fake_teacher)
+    monkeypatch.setattr(teacher, "soft_labels_path", lambda run: tmp_path / f"teacher_soft_labels-{run}.npz")
+    state = tmp_path / "s" / "state.pt"
+    state.parent.mkdir()
+    import torch
+
+    torch.save({"done": True}, state)
+    monkeypatch.setattr(train, "train", lambda recipe, stop_at=None: tmp_path / recipe.run)
+    monkeypatch.setattr(soup, "soup", lambda runs, out: None)
+    assert chain._reproduce_chain(None)
+    assert calls == [("t1", False), ("t2", True)]
+    calls.clear()
+    assert chain._reproduce_chain(None) and calls == []
