@@ -33,7 +33,7 @@ RANKED_COLUMN_SHARE = 0.15
 """With column filters only, FTS-first when at least this share of the sampled matches passes them…"""
 RANKED_DENSE_SHARE = 1 / 3
 """…and the query matches at most this share of all mentions."""
-RANKED_NEWEST = 50_000
+RANKED_NEWEST = 25_000
 """SQLite relevance ranks at most the newest this many matches (`newest_horizon`): bm25 costs ~0.8 µs a
 match and FTS5 cannot skip low scorers, so a word in 60% of 1M mentions took 430 ms to rank in full."""
 SEQ_SPAN_ROWS = 200_000
@@ -62,7 +62,7 @@ def newest_horizon(conn: Connection, matching: list[ColumnElement[bool]], newest
     """The rowid of the `newest`-th newest match, or None when there are no more matches than that.
 
     `rowid >= horizon` then keeps relevance to the newest matches. FTS5 walks its doclist backwards
-    without scoring, so finding the horizon costs ~2 ms at 50k. Mentions are stored about in time order,
+    without scoring, so finding the horizon costs ~1 ms at 25k. Mentions are stored about in time order,
     so these are about the newest by date too; the page token pins the horizon so later pages agree.
     """
     newest = RANKED_NEWEST if newest is None else newest
