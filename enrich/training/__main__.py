@@ -126,8 +126,9 @@ def _reproduce_chain(stop: float | None) -> bool:
 
     import torch
 
+    from enrich.training.data import soft_labels_path
     from enrich.training.soup import soup
-    from enrich.training.teacher import run_teacher, soft_labels_path
+    from enrich.training.teacher import run_teacher
     from enrich.training.train import Recipe, train
 
     def finished(run_dir: object) -> bool:

