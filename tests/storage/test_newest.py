@@ -21,6 +21,7 @@ WORDS = ["sync", "battery", "crash", "notes", "export", "login", "offline", "mod
 @pytest.fixture
 def taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Small candidate sets so a 700-mention store needs retries and widening; yields each outcome."""
+    monkeypatch.setattr(newest, "FEW_MATCHES", 0)
     monkeypatch.setattr(newest, "FIRST_CANDIDATES", 8)
     monkeypatch.setattr(newest, "MAX_CANDIDATES", 512)
     outcomes: list[str] = []
