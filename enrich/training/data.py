@@ -195,6 +195,31 @@ def load_sentiment140() -> list[Example]:
         ]
 
 
+def load_app_reviews() -> list[Example]:
+    """App Store + Google Play reviews from the shared corpora, star rating as a weak label (evaluation only).
+
+    1-2 stars negative, 3 neutral, 4-5 positive: the reviewer's own verdict on the app, which is what a
+    product team reads these reviews for. Parsed with the product's own connectors. 91 reviews (86 not 3-star).
+    """
+    from connectors.appstore import parse_appstore_feed
+    from connectors.googleplay import parse_play_page
+
+    mentions = []
+    feed = CORPORA / "appstore_reviews" / "customerreviews_id1321994487_us.json"
+    if feed.exists():
+        mentions += parse_appstore_feed(json.loads(feed.read_text("utf-8")), source="appstore")[0]
+    for page in sorted((CORPORA / "google_play").glob("*.html")):
+        mentions += parse_play_page(page.read_text("utf-8"), source="googleplay", package=page.stem)[0]
+    out = []
+    for m in mentions:
+        if m.rating is None:
+            continue
+        label = 0 if m.rating <= 2 else 1 if m.rating == 3 else 2
+        text = normalise(" ".join(x for x in (m.title, m.text) if x))
+        out.append(Example(f"app:{m.source}:{m.native_id}", text, label, "app_reviews", "test"))
+    return out
+
+
 def load_all() -> list[Example]:
     """Every example from every source, with its split."""
     return load_semeval() + load_icwsm() + load_tweeteval_val() + load_sentiment140()

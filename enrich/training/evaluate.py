@@ -22,6 +22,7 @@ from enrich.training.data import (
     LABELS,
     Example,
     ensure_vader_sdist,
+    load_app_reviews,
     load_prepared,
     rating_to_label,
     select,
@@ -198,6 +199,13 @@ def evaluate(run: str = "minilm-ft-v1", out_dir: Path = MODEL_OUT) -> dict[str, 
         texts, y = [e.text for e in ex], [e.label for e in ex]
         results[set_name] = {name: metrics(y, fn(texts)) for name, fn in systems.items()}
         results[set_name]["label_counts"] = {LABELS[c]: int(n) for c, n in enumerate(np.bincount(y, minlength=3))}
+    apps = load_app_reviews()  # not in the prepared splits: evaluation only, labels from star ratings
+    if apps:
+        texts, y = [e.text for e in apps], [e.label for e in apps]
+        results["app_reviews_stars"] = {name: metrics(y, fn(texts)) for name, fn in systems.items()}
+        results["app_reviews_stars"]["label_counts"] = {
+            LABELS[c]: int(n) for c, n in enumerate(np.bincount(y, minlength=3))
+        }
     calib = select(examples, "calib")
     logits = shipped.logits([e.text for e in calib])
     cal_y = [e.label for e in calib]
