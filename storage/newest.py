@@ -30,7 +30,7 @@ MAX_CANDIDATES = 16_384
 """Beyond this many candidates (very selective filters, deep pages) the caller's time-index plan is cheaper."""
 FEW_MATCHES = 2000
 """Queries with at most this many matches are left to the caller, which sorts them all (a rare word: 8 ms
-that way, 19-27 ms proving a page whose last row lies deep in time)."""
+that way, 19-27 ms proving a page whose last row lies deep in time); storage.search uses it as its bound."""
 MAX_SPAN = 200_000
 """Widening below an out-of-order mention stops being cheap past this many rowids."""
 

@@ -30,9 +30,10 @@ SORTS = ("newest", "relevance", "engagement")
 NO_SCORE = -1e300
 """Engagement sort key for mentions without a score: after every real score, negative ones included."""
 MAX_LIMIT = 1000
-TIME_DRIVEN_ABOVE = 2000
-"""SQLite newest-first text search: with more matches than this, walk mentions newest-first and keep those
-in the match set, instead of reading and sorting every match (a common word matches 10%+ of the store)."""
+TIME_DRIVEN_ABOVE = newest.FEW_MATCHES
+"""SQLite newest-first text search that the rowid plan (storage/newest.py) leaves: with more matches than
+this, walk mentions newest-first and keep those in the match set, instead of reading and sorting every match
+(a common word matches 10%+ of the store); with fewer, sort them all (the rowid plan leaves exactly those)."""
 
 SNIPPET_RANGE_ROWS = 50_000
 """A page whose seqs span at most this many rowids gets its snippets from one FTS5 range scan."""
@@ -193,6 +194,7 @@ def search(
     key: ColumnElement[Any]
     in_span: ColumnElement[bool] | None = None
     horizon: int | None = None
+    newest_only: ColumnElement[bool] | None = None  # rowid >= horizon: FTS5 ranks only the newest matches
     if sort == "relevance":
         assert rank is not None
         key, descending = rank, False
@@ -208,7 +210,8 @@ def search(
                 assert plan.match is not None
                 horizon = relevance.newest_horizon(conn, [plan.match] if in_span is None else [plan.match, in_span])
             if horizon is not None:
-                where.append(_FTS.c.rowid >= horizon)  # rank only the newest RANKED_NEWEST matches
+                newest_only = _FTS.c.rowid >= horizon
+                where.append(newest_only)
     elif sort == "engagement":
         key, descending = sa.func.coalesce(mention.c.score, NO_SCORE), True
     else:
@@ -239,10 +242,9 @@ def search(
         assert plan.match is not None and rank is not None
         subqueries = bool(filters.watches or filters.labels or filters.canonical_only)
         indexed = bool(filters.sources or filters.kinds or filters.authors or in_span is not None)
-        matching = [plan.match, *([] if in_span is None else [in_span])]
+        matching = [w for w in (plan.match, in_span, newest_only) if w is not None]
         rest = filters.clauses()
-        if horizon is not None:  # on both sides, so a filtered set holds only the newest part of a source
-            matching.append(_FTS.c.rowid >= horizon)
+        if horizon is not None:  # on the mention side too, so a filtered set holds only the newest part of a source
             rest.append(mention.c.seq >= horizon)
         keys = relevance.ranked_in_fts(
             conn, matching, rank, rest,
