@@ -24,6 +24,9 @@ class Stage(Protocol):
 
     A stage may also set ``independent = True``: it reads nothing that other stages leave in this
     process (vectors, clause caches), so `listener.pipeline` runs it on a second thread beside them.
+    A stage that sets ``runs_ahead = True`` reads nothing that other stages leave either, and the later
+    stages read what it leaves (the embedding stage): `listener.pipeline.BatchRunner` starts it on the
+    next batch while this batch's other stages run.
     """
 
     name: str

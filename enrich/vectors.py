@@ -68,9 +68,11 @@ class VectorCache:
             return self._data.get(key)
 
 
+# Both hold two batches of the largest `listener enrich --batch-size` (4,096): `enrich_pending` embeds the
+# next batch while the topic stage still reads this one's clauses (~2-3 clauses x 768 B per mention).
 CACHE = VectorCache()
 CLAUSES: OrderedDict[str, ClauseData] = OrderedDict()
-CLAUSES_MAX = 2_000
+CLAUSES_MAX = 8_192
 _CLAUSES_LOCK = threading.Lock()
 
 
@@ -159,6 +161,7 @@ class EmbeddingStage:
     """Stage "embedding": one stored unit vector per mention (runs before every other insight stage)."""
 
     name = STAGE
+    runs_ahead = True  # text only, and the stages after it read its caches: started one batch early
 
     def __init__(self, encoder: Encoder | None = None) -> None:
         self.encoder = encoder or default_encoder()

@@ -17,7 +17,6 @@ import json
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,17 +88,17 @@ def per_stage(mentions: list[Mention], batch: int) -> dict[str, dict[str, float]
 
 
 def per_batch(mentions: list[Mention], batch: int, with_sentiment: bool = False) -> float:
-    """Mentions/s of all stages per batch as `enrich_pending` runs them (`run_batch`), without storing."""
-    from listener.pipeline import run_batch
+    """Mentions/s of all stages per batch as `enrich_pending` runs them (`BatchRunner`), without storing."""
+    from listener.pipeline import BatchRunner
 
     stages = _stages(with_sentiment)
     for stage in stages:
         stage.run(mentions[:8])
-    with ThreadPoolExecutor(1) as side:
+    parts = [mentions[i : i + batch] for i in range(0, len(mentions), batch)]
+    with BatchRunner() as runner:
         start = time.perf_counter()
-        for i in range(0, len(mentions), batch):
-            part = mentions[i : i + batch]
-            run_batch([(stage, part) for stage in stages], side)
+        for _ in runner.run((part, [(stage, part) for stage in stages]) for part in parts):
+            pass
         return len(mentions) / (time.perf_counter() - start)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from connectors import connector_class
@@ -131,34 +131,133 @@ def enrich_pending(
 ) -> int:
     """Run every stage over every stored mention it has not seen at its current version.
 
-    Batch-first: each batch goes through all stages (the encoder stages in order, so the embedding
-    computed by one is reused by the next while still in memory; independent ones beside them on a
-    second thread, `run_batch`), each stage only on the mentions that lack its current version, and
-    the batch's results are committed in one transaction. An interrupted
-    run (Ctrl-C/SIGTERM sets `should_stop`) resumes where it stopped without redoing finished
+    Batch-first: each batch goes through all stages (`BatchRunner`: the encoder stages in order, so the
+    embedding computed by one is reused by the next while still in memory; independent ones beside
+    them on a second thread; the embedding of the next batch already under way), each stage only on
+    the mentions that lack its current version, and the batch's results are committed in one
+    transaction, in batch order. An interrupted run (Ctrl-C/SIGTERM sets `should_stop`) saves the
+    batch in hand, drops the one started ahead, and resumes where it stopped without redoing finished
     batches. Each stage leads one pass, so a new version of a later stage is caught up too.
     `seq_range` limits the work to mentions with seq in [start, end) (one backfill window of the
     PostgreSQL scale-out mode). Returns the number of mentions that went through a batch.
     """
     done = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="enrich-side") as side:
+    with BatchRunner() as runner:
         for lead_index, lead in enumerate(stages):
             batches = store.iter_unenriched(lead.name, lead.version, batch_size=batch_size, seq_range=seq_range)
-            for mentions in batches:
-                if should_stop():
-                    return done
-                ids = [m.id for m in mentions]
-                work: list[tuple[Stage, Sequence[Mention]]] = [(lead, mentions)]
-                for stage in stages[lead_index + 1 :]:
-                    have = store.enriched_ids(ids, stage.name, stage.version)
-                    todo = [m for m in mentions if m.id not in have]
-                    if todo:
-                        work.append((stage, todo))
-                store.save_enrichments(run_batch(work, side))
+            work = _work(store, stages, lead_index, batches, should_stop)
+            for mentions, results in runner.run(work, should_stop):
+                store.save_enrichments(results)
                 done += len(mentions)
                 if progress:
                     progress(len(mentions))
+            if should_stop():
+                return done
     return done
+
+
+Work = Sequence[tuple[Stage, Sequence[Mention]]]
+
+
+def _work(
+    store: Store,
+    stages: Sequence[Stage],
+    lead_index: int,
+    batches: Iterable[list[Mention]],
+    should_stop: Callable[[], bool],
+) -> Iterator[tuple[Sequence[Mention], Work]]:
+    """Each batch with its (stage, mentions lacking that stage's version) pairs, until `should_stop`."""
+    lead = stages[lead_index]
+    for mentions in batches:
+        if should_stop():
+            return
+        ids = [m.id for m in mentions]
+        work: list[tuple[Stage, Sequence[Mention]]] = [(lead, mentions)]
+        for stage in stages[lead_index + 1 :]:
+            have = store.enriched_ids(ids, stage.name, stage.version)
+            todo = [m for m in mentions if m.id not in have]
+            if todo:
+                work.append((stage, todo))
+        yield mentions, work
+
+
+@dataclass
+class StartedBatch:
+    """A batch whose ahead stages are under way (`BatchRunner.start`); `BatchRunner.finish` does the rest."""
+
+    mentions: Sequence[Mention]
+    work: Work
+    ahead: Future[list[Enrichment]] | None
+
+
+class BatchRunner:
+    """Runs batches of (stage, mentions) work, keeping both cores busy between batches.
+
+    `start` hands the batch's ``runs_ahead`` stages (the embedding: an encoder pass, most of the cost)
+    to a thread of their own at once, so they run while the previous batch's other stages (topic,
+    intent and journey in Python, between onnxruntime calls) finish; `finish` waits for them and runs
+    the rest with `run_batch`. Finish batches in the order they were started. Six insight stages,
+    2-core VM, alternating runs: 353-360 -> 378-389 mentions/s.
+    """
+
+    def __init__(self) -> None:
+        self.side = ThreadPoolExecutor(1, thread_name_prefix="enrich-side")
+        self.ahead = ThreadPoolExecutor(1, thread_name_prefix="enrich-ahead")
+        self.started: list[StartedBatch] = []
+
+    def __enter__(self) -> BatchRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for batch in self.started:  # started and never finished (an error or a stop): wait, do not keep
+            if batch.ahead is not None:
+                wait([batch.ahead])
+        self.ahead.shutdown()
+        self.side.shutdown()
+
+    def run(
+        self, batches: Iterable[tuple[Sequence[Mention], Work]], should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[tuple[Sequence[Mention], list[Enrichment]]]:
+        """(mentions, enrichments) of each batch in order, each started before the previous finishes.
+
+        Once `should_stop` says so, the batch started ahead is dropped, not finished (its ahead stages
+        are waited for and their results forgotten): a stop costs at most the batch in hand.
+        """
+        in_hand: StartedBatch | None = None
+        for mentions, work in batches:
+            started = self.start(mentions, work)
+            if in_hand is not None:
+                yield in_hand.mentions, self.finish(in_hand)
+                if should_stop():
+                    self._drop(started)
+                    return
+            in_hand = started
+        if in_hand is not None:
+            if should_stop():
+                self._drop(in_hand)
+            else:
+                yield in_hand.mentions, self.finish(in_hand)
+
+    def _drop(self, batch: StartedBatch) -> None:
+        self.started.remove(batch)
+        if batch.ahead is not None:
+            wait([batch.ahead])
+
+    def start(self, mentions: Sequence[Mention], work: Work) -> StartedBatch:
+        ahead = [(stage, todo) for stage, todo in work if getattr(stage, "runs_ahead", False)]
+        future = self.ahead.submit(lambda: [e for stage, todo in ahead for e in stage.run(todo)]) if ahead else None
+        batch = StartedBatch(mentions, work, future)
+        self.started.append(batch)
+        return batch
+
+    def finish(self, batch: StartedBatch) -> list[Enrichment]:
+        """The batch's enrichments: its ahead stages' (waited for; their failure is raised) and the rest."""
+        if not self.started or self.started[0] is not batch:
+            raise ValueError("batches must be finished in the order they were started")
+        self.started.pop(0)
+        first = batch.ahead.result() if batch.ahead is not None else []
+        rest = [(stage, todo) for stage, todo in batch.work if not getattr(stage, "runs_ahead", False)]
+        return first + run_batch(rest, self.side)
 
 
 def run_batch(work: Sequence[tuple[Stage, Sequence[Mention]]], side: ThreadPoolExecutor) -> list[Enrichment]:
