@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.search_bench import generate  # noqa: E402
+from enrich.base import ENRICH_BATCH  # noqa: E402
 from listener.config import Config  # noqa: E402
 from listener.types import Cursor  # noqa: E402
 from storage import Store  # noqa: E402
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--n", type=int, default=100_000, help="mentions in the store")
     parser.add_argument("--db", type=Path, default=Path("/tmp/enrich_memory.db"), help="pristine store (reused)")
-    parser.add_argument("--batch-size", type=int, default=64, help="passed to `listener enrich` (its default)")
+    parser.add_argument("--batch-size", type=int, default=ENRICH_BATCH, help="`listener enrich` --batch-size")
     parser.add_argument("--no-interrupt", action="store_true", help="one uninterrupted run instead of stop + resume")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between RSS/progress samples")
     parser.add_argument("--json", type=Path, help="also write the full result (with every sample) here")

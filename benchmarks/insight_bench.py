@@ -17,13 +17,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from enrich.base import ENRICH_BATCH  # noqa: E402
 from listener.bench_insight import format_insight, run_insight_bench  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000, help="mentions to enrich")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=ENRICH_BATCH)
     ap.add_argument("--cluster", type=int, default=100_000, help="vectors to cluster (0 = skip)")
     ap.add_argument("--no-store", action="store_true", help="skip enrich_pending on a temporary SQLite store")
     ap.add_argument("--json", type=Path, help="also write the figures here")

@@ -8,6 +8,11 @@ from typing import Any, Protocol
 
 from listener.types import Mention
 
+ENRICH_BATCH = 256
+"""Mentions per enrichment batch (one transaction) unless told otherwise. Larger batches give the encoder
+better length groups: six insight stages on 2 cores, same run, 64 → 387-397, 128 → 422, 256 → 434-447
+mentions/s; a stop still loses under a second of work."""
+
 
 @dataclass(frozen=True)
 class Enrichment:

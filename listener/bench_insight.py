@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from enrich.base import ENRICH_BATCH
 from listener.bench import CORPORA
 from listener.types import Mention
 
@@ -132,7 +133,9 @@ def cluster_seconds(n: int) -> tuple[float, int]:
     return time.perf_counter() - start, len(np.unique(labels))
 
 
-def run_insight_bench(n: int = 2000, batch: int = 64, cluster: int = 100_000, store: bool = True) -> dict[str, Any]:
+def run_insight_bench(
+    n: int = 2000, batch: int = ENRICH_BATCH, cluster: int = 100_000, store: bool = True
+) -> dict[str, Any]:
     from enrich.embedding import default_encoder
     from enrich.stages import insight_stages
 

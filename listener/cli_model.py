@@ -12,6 +12,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
+from enrich.base import ENRICH_BATCH
 from listener.errors import UsageError
 
 
@@ -80,7 +81,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def enrich(
         typer_ctx: typer.Context,
-        batch_size: Annotated[int, typer.Option(min=1, max=4096)] = 64,
+        batch_size: Annotated[int, typer.Option(min=1, max=4096)] = ENRICH_BATCH,
     ) -> None:
         """Tag every stored mention that has no enrichment for the current model version (resumable)."""
         run_enrichment(ctx_of(typer_ctx), batch_size)
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
         """Fetch from sources, then enrich what is new."""
         ctx = ctx_of(typer_ctx)
         runs = _fetch(ctx, source or [])
-        run_enrichment(ctx, 64)
+        run_enrichment(ctx, ENRICH_BATCH)
         if any(r.status == "failed" for r in runs):
             raise typer.Exit(1)
 

@@ -20,6 +20,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from enrich.base import ENRICH_BATCH
 from listener.config import Config, SourceConfig, load_config, parse_duration
 from listener.errors import ConfigError, StorageError
 from storage import Store
@@ -54,7 +55,7 @@ class DaemonSettings:
     digest_period: timedelta = timedelta(hours=24)
     digest_out: Path = Path("digests")
     enrich_every: timedelta = timedelta(seconds=5)
-    enrich_batch: int = 64
+    enrich_batch: int = ENRICH_BATCH
     reload_poll: timedelta = timedelta(seconds=2)
     workers: int = 4
     shutdown_grace: timedelta = timedelta(seconds=8)
@@ -144,7 +145,7 @@ def load_settings(config: Config) -> DaemonSettings:
         or defaults.digest_period,
         digest_out=out,
         enrich_every=_dur(table, "enrich_every", defaults.enrich_every, path) or defaults.enrich_every,
-        enrich_batch=_int(table, "enrich_batch", 64, path, low=1, high=4096),
+        enrich_batch=_int(table, "enrich_batch", defaults.enrich_batch, path, low=1, high=4096),
         reload_poll=_dur(table, "reload_poll", defaults.reload_poll, path) or defaults.reload_poll,
         workers=_int(table, "workers", 4, path, low=1, high=64),
         shutdown_grace=_dur(table, "shutdown_grace", defaults.shutdown_grace, path) or defaults.shutdown_grace,

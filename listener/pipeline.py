@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from connectors import connector_class
-from enrich.base import Enrichment, Stage
+from enrich.base import ENRICH_BATCH, Enrichment, Stage
 from listener.config import Config, SourceConfig
 from listener.errors import ListenerError
 from listener.http import HttpClient, build_user_agent
@@ -124,7 +124,7 @@ def enrich_pending(
     store: Store,
     stages: Sequence[Stage],
     *,
-    batch_size: int = 64,
+    batch_size: int = ENRICH_BATCH,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     seq_range: tuple[int, int] | None = None,
