@@ -40,6 +40,24 @@ def next_utc_time(hhmm: str, now: float | None = None) -> float:
     return at if at > now else at + 86400
 
 
+def parse_domain_weights(items: list[str]) -> dict[str, float]:
+    """``["icwsm_products=4", "semeval=0.25"]`` -> {domain: factor}; a clear error for anything else."""
+    from enrich.training.data import TRAIN_DOMAINS
+
+    out: dict[str, float] = {}
+    for item in items:
+        domain, sep, factor = item.partition("=")
+        if not sep or domain not in TRAIN_DOMAINS:
+            raise SystemExit(f"--domain-weight {item!r}: expected DOMAIN=FACTOR, DOMAIN one of {sorted(TRAIN_DOMAINS)}")
+        try:
+            out[domain] = float(factor)
+        except ValueError:
+            raise SystemExit(f"--domain-weight {item!r}: FACTOR must be a number") from None
+        if out[domain] < 0:
+            raise SystemExit(f"--domain-weight {item!r}: FACTOR must be >= 0")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m enrich.training")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -53,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--init-from", default=None, help="warm start from this run's best/ weights (e.g. minilm-ft-v1)")
     t.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the distillation loss (with --soft-labels)")
     t.add_argument("--seed", type=int, default=13, help="data order, dropout and head initialisation")
+    t.add_argument(
+        "--domain-weight",
+        action="append",
+        default=[],
+        metavar="DOMAIN=FACTOR",
+        help="sample a training domain FACTOR times (4, 0.25); repeatable",
+    )
     e = sub.add_parser("export", help="ONNX export + int8 + temperature calibration")
     e.add_argument("--run", default="minilm-ft-v1")
     v = sub.add_parser("evaluate", help="per-domain report (EVALUATION.md/json)")
@@ -91,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             init_from=args.init_from,
             kd_alpha=args.kd_alpha,
             seed=args.seed,
+            domain_weights=parse_domain_weights(args.domain_weight),
         )
         train(recipe, stop_at=stop_at(args.stop_at))
     if args.cmd == "all" and not _reproduce_chain(stop_at(args.stop_at)):

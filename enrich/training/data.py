@@ -42,6 +42,7 @@ ICWSM_DOMAINS = {
     "icwsm_movies": "movieReviewSnippets",
     "icwsm_news": "nytEditorialSnippets",
 }
+TRAIN_DOMAINS = {"semeval", *ICWSM_DOMAINS}
 
 
 def soft_labels_path(run: str) -> Path:
@@ -227,6 +228,18 @@ def load_all() -> list[Example]:
 
 def select(examples: list[Example], split: str, domains: set[str] | None = None) -> list[Example]:
     return [e for e in examples if e.split == split and (domains is None or e.domain in domains)]
+
+
+def reweight_domains(examples: list[Example], weights: dict[str, float], rng: random.Random) -> list[Example]:
+    """`examples` with each domain repeated (integer part) and sampled (fractional part) by its weight."""
+    out: list[Example] = []
+    for e in examples:
+        factor = weights.get(e.domain, 1.0)
+        if factor < 0:
+            raise ValueError(f"domain weight for {e.domain} must be >= 0, got {factor}")
+        whole = int(factor)
+        out.extend([e] * (whole + (rng.random() < factor - whole)))
+    return out
 
 
 def split_sizes(examples: list[Example]) -> dict[str, dict[str, int]]:

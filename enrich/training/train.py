@@ -24,10 +24,17 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from enrich.textprep import head_tail_ids
-from enrich.training.data import CACHE, LABELS, SEED, Example, load_prepared, select
+from enrich.training.data import (
+    CACHE,
+    LABELS,
+    SEED,
+    TRAIN_DOMAINS,
+    Example,
+    load_prepared,
+    reweight_domains,
+    select,
+)
 from enrich.training.model import MeanPoolClassifier, base_model_dir, load_base
-
-TRAIN_DOMAINS = {"semeval", "icwsm_tweets", "icwsm_products", "icwsm_movies", "icwsm_news"}
 
 
 @dataclass
@@ -53,6 +60,9 @@ class Recipe:
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
     init_from: str | None = None  # warm start: a finished run whose best/ weights seed the student
+    # per-domain sampling factor over the training split: 4 = every example four times, 0.25 = a seeded
+    # random quarter; domains not named keep 1 (a domain the student lags the teacher on gets more steps)
+    domain_weights: dict[str, float] = field(default_factory=dict)
 
 
 def encode(tok: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -179,7 +189,9 @@ def train(
     torch.manual_seed(recipe.seed)
 
     examples = load_prepared()
-    train_ex = select(examples, "train", set(recipe.train_domains))
+    train_ex = reweight_domains(
+        select(examples, "train", set(recipe.train_domains)), recipe.domain_weights, random.Random(recipe.seed)
+    )
     val_ex = select(examples, "val")
     model, tok, save_best = build(recipe, out_root)
     pad_id = int(tok.pad_token_id or 0)

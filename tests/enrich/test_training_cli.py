@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from enrich.training.__main__ import next_utc_time
+from enrich.training.__main__ import next_utc_time, parse_domain_weights
 from enrich.training.data import SOFT_LABELS, soft_labels_path
 
 
@@ -66,3 +67,29 @@ def test_reproducing_runs_the_teachers_up_to_the_one_whose_labels_a_student_need
     assert calls == [("t1", False), ("t2", True)]
     calls.clear()
     assert chain._reproduce_chain(None) and calls == []
+
+
+def test_domain_weights_parse_and_bad_ones_get_a_clear_error() -> None:
+    assert parse_domain_weights(["icwsm_products=4", "semeval=0.25"]) == {"icwsm_products": 4.0, "semeval": 0.25}
+    for bad, says in [("products=4", "DOMAIN one of"), ("semeval", "DOMAIN=FACTOR"), ("semeval=x", "must be a number"),
+                      ("semeval=-1", ">= 0")]:  # fmt: skip
+        with pytest.raises(SystemExit, match=says):
+            parse_domain_weights([bad])
+
+
+def test_domain_weights_repeat_and_sample_a_domain_and_leave_the_others() -> None:
+    import random
+
+    from enrich.training.data import Example, reweight_domains
+
+    pool = [
+        Example(f"{d}:{i}", "t", 0, d, "train") for d in ("semeval", "icwsm_products", "icwsm_news") for i in range(400)
+    ]
+    out = reweight_domains(pool, {"icwsm_products": 3, "semeval": 0.25}, random.Random(13))
+    counts = Counter(e.domain for e in out)
+    assert counts["icwsm_products"] == 1200 and counts["icwsm_news"] == 400
+    assert 60 < counts["semeval"] < 140  # a random quarter of 400
+    assert Counter(e.uid for e in out if e.domain == "icwsm_products") == {f"icwsm_products:{i}": 3 for i in range(400)}
+    assert out == reweight_domains(pool, {"icwsm_products": 3, "semeval": 0.25}, random.Random(13))  # seeded
+    with pytest.raises(ValueError, match=">= 0"):
+        reweight_domains(pool, {"icwsm_news": -1}, random.Random(0))
