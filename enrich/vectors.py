@@ -68,11 +68,12 @@ class VectorCache:
             return self._data.get(key)
 
 
-# Both hold two batches of the largest `listener enrich --batch-size` (4,096): `enrich_pending` embeds the
-# next batch while the topic stage still reads this one's clauses (~2-3 clauses x 768 B per mention).
+# `enrich_pending` embeds the next batch while the topic stage still reads this one's clauses, so the clause
+# cache holds two batches of up to 1,024 mentions (up to 10 clauses x 768 B each; 8,192 cost 80 MB of peak RSS
+# over 100 k mentions); a larger --batch-size re-encodes the clauses that no longer fit (same vectors).
 CACHE = VectorCache()
 CLAUSES: OrderedDict[str, ClauseData] = OrderedDict()
-CLAUSES_MAX = 8_192
+CLAUSES_MAX = 2_048
 _CLAUSES_LOCK = threading.Lock()
 
 
