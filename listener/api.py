@@ -36,7 +36,7 @@ from listener.api_models import (
     When,
 )
 from listener.config import Config
-from listener.export import rows_with_sentiment, write_rows
+from listener.export import csv_fields, rows_with_sentiment, write_rows
 from listener.query import MentionQuery, run_query, thread_of, volume
 from listener.types import as_utc
 from storage import SourceState, Store
@@ -187,7 +187,7 @@ def create_app(store: Store, config: Config, *, token: str | None = None) -> Fas
             enrich = store.enrichments_for([r["id"] for r in rows]) if rows else {}
             for r in rows:
                 r["enrichments"] = enrich.get(r["id"], {})
-        return _page_response(rows, page.next_after, format, page.ranked_newest)
+        return _page_response(rows, page.next_after, format, page.ranked_newest, semantic=semantic is not None)
 
     @app.get(
         "/api/mentions/{mention_id}",
@@ -290,7 +290,12 @@ def _source_row(
 
 
 def _page_response(
-    rows: list[dict[str, Any]], next_after: str | None, format: Format, ranked_newest: int | None = None
+    rows: list[dict[str, Any]],
+    next_after: str | None,
+    format: Format,
+    ranked_newest: int | None = None,
+    *,
+    semantic: bool = False,
 ) -> Response:
     headers = {"X-Next-After": next_after} if next_after else {}
     if ranked_newest:
@@ -300,6 +305,6 @@ def _page_response(
         body = json.dumps(page, ensure_ascii=False, default=str)
         return Response(body, media_type="application/json", headers=headers)
     buf = io.StringIO()
-    write_rows(rows, format.value, buf, header=True)
+    write_rows(rows, format.value, buf, header=True, fields=csv_fields(semantic))
     media = "application/x-ndjson" if format is Format.ndjson else "text/csv; charset=utf-8"
     return Response(buf.getvalue(), media_type=media, headers=headers)

@@ -94,6 +94,9 @@ class MentionOut(BaseModel):
 class MentionHit(MentionOut):
     sentiment: str | None
     snippet: str | None = Field(None, description="Text searches: the best passage, matches in [brackets]")
+    similarity: float | None = Field(
+        None, description="Semantic searches (`semantic=`): cosine similarity of the mention to that text"
+    )
 
 
 class MentionPage(BaseModel):

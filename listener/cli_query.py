@@ -13,7 +13,7 @@ from rich.table import Table
 
 from listener.context import parse_period, parse_when
 from listener.errors import UsageError
-from listener.export import ExportFormat, export_mentions, rows_with_sentiment, write_rows
+from listener.export import ExportFormat, csv_fields, export_mentions, rows_with_sentiment, write_rows
 from listener.query import MentionQuery, run_query
 
 
@@ -90,6 +90,8 @@ def _print_table(console: Console, rows: list[dict[str, Any]], items: list[Any],
         table.add_column(col, overflow="fold")
     for r, item in zip(rows, items, strict=True):
         text = (item.snippet or item.mention.body).replace("\n", " ")
+        if item.similarity is not None:  # semantic search: how close, then the text itself
+            text = f"({item.similarity:.2f}) {text}"
         table.add_row(
             item.mention.created_at.strftime("%Y-%m-%d %H:%M"),
             r["source"],
@@ -151,7 +153,7 @@ def register(app: typer.Typer) -> None:
         if fmt is OutFormat.table:
             _print_table(console, rows, page.items, query or semantic)
         else:
-            write_rows(rows, fmt, sys.stdout, header=True)
+            write_rows(rows, fmt, sys.stdout, header=True, fields=csv_fields(semantic is not None))
         if page.ranked_newest:
             newest = page.ranked_newest
             err.print(f"note: relevance ranked the newest {newest:,} matches; use --since to rank older ones")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -33,6 +33,11 @@ CSV_FIELDS = (
 )
 
 
+def csv_fields(semantic: bool) -> tuple[str, ...]:
+    """Flat (CSV, Parquet) columns: `CSV_FIELDS`, plus `similarity` for a semantic search."""
+    return (*CSV_FIELDS, "similarity") if semantic else CSV_FIELDS
+
+
 class ExportFormat(str, Enum):
     csv = "csv"
     json = "json"
@@ -46,6 +51,8 @@ def mention_row(item: StoredMention, sentiment: str | None) -> dict[str, Any]:
     data["sentiment"] = sentiment
     if item.snippet:
         data["snippet"] = item.snippet
+    if item.similarity is not None:
+        data["similarity"] = item.similarity
     return data
 
 
@@ -58,13 +65,22 @@ def csv_line(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "matched": ";".join(row.get("matched") or [])}
 
 
-def write_rows(rows: list[dict[str, Any]], fmt: str, out: IO[str], *, header: bool, first: bool = True) -> None:
-    """Write one chunk of rows; `header`/`first` let a caller stream many chunks as one document."""
+def write_rows(
+    rows: list[dict[str, Any]],
+    fmt: str,
+    out: IO[str],
+    *,
+    header: bool,
+    first: bool = True,
+    fields: Sequence[str] = CSV_FIELDS,
+) -> None:
+    """Write one chunk of rows; `header`/`first` let a caller stream many chunks as one document; `fields`
+    are the CSV columns (`csv_fields`)."""
     if fmt == "ndjson":
         for r in rows:
             out.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
     elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(out, fieldnames=list(fields), extrasaction="ignore")
         if header:
             writer.writeheader()
         for r in rows:
@@ -100,14 +116,16 @@ def export_mentions(
 
     handle: IO[str] = open(out_path, "w", encoding="utf-8", newline="") if out_path else (stdout or sys.stdout)  # noqa: SIM115
     count = 0
+    fields = csv_fields(q.semantic is not None)
     try:
         if fmt is ExportFormat.json:
             handle.write("[\n")
         for rows in iter_pages(store, q):
-            write_rows(rows, fmt.value, handle, header=(fmt is ExportFormat.csv and count == 0), first=count == 0)
+            csv_header = fmt is ExportFormat.csv and count == 0
+            write_rows(rows, fmt.value, handle, header=csv_header, first=count == 0, fields=fields)
             count += len(rows)
         if fmt is ExportFormat.csv and count == 0:
-            write_rows([], "csv", handle, header=True)
+            write_rows([], "csv", handle, header=True, fields=fields)
         if fmt is ExportFormat.json:
             handle.write("\n]\n")
     finally:
@@ -126,11 +144,12 @@ def _export_parquet(store: Store, q: MentionQuery, out_path: Path | None) -> int
         ) from None
     if out_path is None:
         raise ValueError("parquet export needs --out FILE")
-    schema = pa.schema([(f, pa.string()) for f in CSV_FIELDS])
+    fields = csv_fields(q.semantic is not None)
+    schema = pa.schema([(f, pa.string()) for f in fields])
     count = 0
     with pq.ParquetWriter(str(out_path), schema) as writer:
         for rows in iter_pages(store, q):
-            columns = {f: [None if r.get(f) is None else str(csv_line(r)[f]) for r in rows] for f in CSV_FIELDS}
+            columns = {f: [None if r.get(f) is None else str(csv_line(r)[f]) for r in rows] for f in fields}
             writer.write_table(pa.table(columns, schema=schema))
             count += len(rows)
     return count

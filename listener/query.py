@@ -99,7 +99,7 @@ def _semantic(store: Store, q: MentionQuery) -> SearchPage:
     for rank, (mid, score) in enumerate(semantic_search(store, q.semantic, k=q.limit, ids=candidates), start=1):
         mention = store.get_mention(mid)
         if mention is not None:
-            items.append(StoredMention(mention=mention, id=mid, seq=rank, snippet=f"similarity {score:.2f}"))
+            items.append(StoredMention(mention=mention, id=mid, seq=rank, similarity=round(float(score), 4)))
     return SearchPage(items, None)
 
 

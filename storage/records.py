@@ -98,12 +98,14 @@ class SourceState:
 
 @dataclass(frozen=True)
 class StoredMention:
-    """A search hit: the Mention plus where it lives (`seq`) and, for text searches, a [marked] snippet."""
+    """A search hit: the Mention plus where it lives (`seq`), for text searches a [marked] snippet, and for
+    semantic searches its cosine similarity to the query text."""
 
     mention: Mention
     id: str
     seq: int
     snippet: str | None = None
+    similarity: float | None = None
 
 
 @dataclass(frozen=True)
