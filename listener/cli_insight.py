@@ -1,5 +1,6 @@
-"""Insight verbs: `listener topics` (taxonomy counts, aspect sentiment, emerging clusters) and
-`listener questions` (top community questions and what the community already solved).
+"""Insight verbs: `listener topics` (taxonomy counts, trend, aspect sentiment, emerging clusters),
+`listener promote` (an emerging cluster becomes a taxonomy topic) and `listener questions` (top community
+questions and what the community already solved).
 
 Registered by `cli.py` with one line (`cli_insight.register(app)`); all heavy imports are lazy.
 """
@@ -38,6 +39,17 @@ def topic_summary(store: Any, since: Any, until: Any = None) -> list[dict[str, A
     return out
 
 
+def with_trend(summary: list[dict[str, Any]], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each topic row gains `previous` (mentions in the window of the same length just before) and `trend`."""
+    before = {row["topic"]: row["mentions"] for row in previous}
+    out = []
+    for row in summary:
+        prev = before.get(row["topic"], 0)
+        trend = "new" if prev == 0 else f"{row['mentions'] - prev:+d}"
+        out.append({**row, "previous": prev, "trend": trend})
+    return out
+
+
 def register(app: typer.Typer) -> None:
     from listener.cli import console, ctx_of
 
@@ -52,12 +64,14 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from listener.context import parse_when
+        from listener.types import utcnow
 
         ctx = ctx_of(typer_ctx)
         store = ctx.store()
         start = parse_when(since)
         assert start is not None
-        summary = topic_summary(store, start)
+        span = utcnow() - start
+        summary = with_trend(topic_summary(store, start), topic_summary(store, start - span, start))
         clusters: list[dict[str, Any]] = []
         if emerging:
             from enrich.emerging import emerging_topics, state_path_for
@@ -69,13 +83,14 @@ def register(app: typer.Typer) -> None:
             console.print_json(json.dumps({"topics": summary, "emerging": clusters}, default=str))
             return
         table = Table(title=f"Topics since {start:%Y-%m-%d %H:%M} UTC")
-        for col in ("topic", "mentions", "neg / neu / pos", "strongest quote"):
+        for col in ("topic", "mentions", "trend", "neg / neu / pos", "strongest quote"):
             table.add_column(col)
         for row in summary:
             s = row["sentiment"]
             table.add_row(
                 row["topic"],
                 str(row["mentions"]),
+                row["trend"],
                 f"{s.get('negative', 0)} / {s.get('neutral', 0)} / {s.get('positive', 0)}",
                 (row["quote"] or "")[:90],
             )
@@ -85,6 +100,39 @@ def register(app: typer.Typer) -> None:
             console.print(f"[bold]{c['id']}[/] ({c['size']} mentions, {tag}): {', '.join(c['keywords'])}")
             for q in c["quotes"][:2]:
                 console.print(f"   “{q['text'][:100]}”")
+        if clusters and not as_json:
+            console.print("Make one a topic: listener promote <id> --name <topic>")
+
+    @app.command()
+    def promote(
+        typer_ctx: typer.Context,
+        cluster_id: Annotated[str, typer.Argument(help="Emerging cluster id, as `listener topics --emerging` shows.")],
+        name: Annotated[str, typer.Option("--name", help="Name of the new topic (lower case, _ or -).")],
+        since: Annotated[str, typer.Option("--since", help="The window the cluster was found in.")] = "7d",
+    ) -> None:
+        """Make an emerging cluster a taxonomy topic: a [[topics]] entry in the config (seeds = its quotes)."""
+        from enrich.emerging import emerging_topics, state_path_for
+        from listener.context import parse_when
+        from listener.errors import UsageError
+        from listener.promote import promote_cluster
+
+        ctx = ctx_of(typer_ctx)
+        config = ctx.config()  # required: the taxonomy lives in the config file
+        assert config.path is not None
+        store = ctx.store()
+        start = parse_when(since)
+        assert start is not None
+        target = ctx.database_target()
+        state = state_path_for(target) if "://" not in target else None
+        clusters = {c.id: c for c in emerging_topics(store, start, state_path=state)}
+        if cluster_id not in clusters:
+            known = ", ".join(sorted(clusters)) or "none"
+            raise UsageError(f"no emerging cluster {cluster_id!r} since {since} (clusters now: {known})")
+        topic = promote_cluster(config.path, clusters[cluster_id], name)
+        console.print(
+            f"added topic [bold]{topic.name}[/] to {config.path}: {len(topic.seeds)} seed quotes, "
+            f"keywords {', '.join(topic.keywords) or '—'}.\nRun `listener enrich` to tag stored mentions with it."
+        )
 
     @app.command()
     def questions(
