@@ -136,6 +136,15 @@ def parse_taxonomy(tables: Sequence[Any]) -> list[Topic]:
     return topics
 
 
+def default_taxonomy_toml(header: str) -> str:
+    """The default taxonomy's [[topics]] tables as config text, after `header` (comment lines)."""
+    body = DEFAULT_TOPICS.read_text("utf-8")
+    found = re.search(r"^\[\[topics\]\]", body, re.MULTILINE)  # the first table, not the file's header comment
+    if found is None:
+        raise RuntimeError(f"{DEFAULT_TOPICS} has no [[topics]] table")
+    return header + body[found.start() :].rstrip() + "\n"
+
+
 def default_taxonomy() -> list[Topic]:
     return parse_taxonomy(tomllib.loads(DEFAULT_TOPICS.read_text("utf-8"))["topics"])
 

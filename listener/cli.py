@@ -70,6 +70,20 @@ def root(
 
 
 EXAMPLE_CONFIG = Path(__file__).with_name("example.toml")
+TOPICS_HEADER = """
+# =============================================================================================
+# Topics: what `listener enrich` tags and `listener topics` counts, with aspect sentiment. This is the
+# built-in taxonomy for a software / consumer product; edit, remove or add topics for yours.
+#   name         short id (lower case), shown in digests and in `listener search --topic NAME`
+#   description  one sentence; seeds: typical customer phrasings. Both are embedded and compared
+#                with each sentence of a mention.
+#   keywords     optional lower-case substrings that add a lexical cue
+#   threshold    optional cosine cut-off (default: the tuned global one)
+# `listener topics --emerging` finds themes no topic covers; `listener promote ID --name NAME` adds one
+# here. Without any [[topics]] table the built-in default applies.
+# =============================================================================================
+
+"""
 
 
 @app.command()
@@ -80,7 +94,10 @@ def init(
     """Write a commented example config with every source kind."""
     if path.exists() and not force:
         raise UsageError(f"{path} exists; use --force to overwrite")
-    path.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    from enrich.topics import default_taxonomy_toml
+
+    topics = default_taxonomy_toml(TOPICS_HEADER)  # the default taxonomy, to edit in place
+    path.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8").rstrip("\n") + "\n" + topics, encoding="utf-8")
     console.print(f"wrote {path} — edit the [[watch]] and [[source]] tables, then run `listener check`")
 
 
@@ -90,7 +107,9 @@ def check(typer_ctx: typer.Context) -> None:
     ctx = ctx_of(typer_ctx)
     config = ctx.config()
     from connectors import connector_class
+    from enrich.topics import taxonomy_from_config
 
+    topics = taxonomy_from_config(config)  # a bad [[topics]] entry is a ConfigError naming its key
     missing = []
     for source in config.sources:
         connector_class(source.kind)  # import succeeds: optional dependencies present
@@ -101,7 +120,7 @@ def check(typer_ctx: typer.Context) -> None:
         err.print(f"[yellow]warning[/]: {line}")
     console.print(
         f"{config.path}: ok — {len(config.watches)} watch queries, {len(config.sources)} sources, "
-        f"database {ctx.database_target()}"
+        f"{len(topics)} topics, database {ctx.database_target()}"
     )
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from enrich.emerging import EmergingCluster
-from enrich.topics import DEFAULT_TOPICS, Topic, default_taxonomy, parse_taxonomy
+from enrich.topics import Topic, default_taxonomy, default_taxonomy_toml, parse_taxonomy
 from listener.errors import ConfigError
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,47}$")
@@ -59,15 +59,9 @@ def topic_entry(cluster: EmergingCluster, name: str, now: datetime | None = None
 
 
 def _default_tables() -> str:
-    body = DEFAULT_TOPICS.read_text("utf-8")
-    found = re.search(r"^\[\[topics\]\]", body, re.MULTILINE)  # the first table, not the header comment
-    assert found is not None, "the default taxonomy has no [[topics]] table"
-    start = found.start()
-    return (
+    return default_taxonomy_toml(
         "\n# Topic taxonomy: the built-in default, copied here when the first emerging cluster was promoted\n"
         "# (a config with its own [[topics]] replaces the default). Edit, remove or add topics freely.\n"
-        + body[start:].rstrip()
-        + "\n"
     )
 
 

@@ -57,6 +57,16 @@ def test_init_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert run(capsys, "init", str(path))[0] == 0
     code, out, _ = run(capsys, "-c", str(path), "check")
     assert code == 0 and "ok" in out
+    # the written config carries the default taxonomy, ready to edit (the topic stage reads it from there)
+    from enrich.topics import default_taxonomy, taxonomy_from_config
+    from listener.config import load_config
+
+    assert taxonomy_from_config(load_config(path)) == default_taxonomy()
+    assert f"{len(default_taxonomy())} topics" in out
+    broken = path.read_text().replace('name = "pricing"', 'name = "pricing"\nthreshold = 7', 1)
+    path.write_text(broken)
+    code, _, err = run(capsys, "-c", str(path), "check")
+    assert code == 2 and "topics.pricing.threshold" in err
     code, _, err = run(capsys, "init", str(path))
     assert code == 2 and "--force" in err
 
