@@ -6,6 +6,7 @@ the email come from the same builder and template.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +22,7 @@ from storage import Store
 
 
 def write_html_digest(store: Store, config: Config, out_path: Path, since: timedelta | datetime,
-                      until: datetime | None = None) -> Path:
+                      until: datetime | None = None, languages: Sequence[str] = ()) -> Path:
     """Standalone HTML digest (chart as a data: URI) for `listener digest --format html --out FILE`.
 
     `since` is a period length (24h before `until`) or a start time.
@@ -29,9 +30,9 @@ def write_html_digest(store: Store, config: Config, out_path: Path, since: timed
     from listener.digest_html import build_email_digest, render_standalone
 
     if isinstance(since, datetime):
-        ed = build_email_digest(store, config, since=since, until=until)
+        ed = build_email_digest(store, config, since=since, until=until, languages=languages)
     else:
-        ed = build_email_digest(store, config, until=until, period=since)
+        ed = build_email_digest(store, config, until=until, period=since, languages=languages)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(render_standalone(ed), encoding="utf-8")
     return out_path
@@ -68,7 +69,8 @@ def register(app: typer.Typer) -> None:
             if name and job.name not in name:
                 continue
             ed = build_email_digest(ctx.store(), config, until=end, period=parse_period(since) if since else job.since,
-                                    watches=job.watches, name=job.name, link=job.link, topics=job.topics)
+                                    watches=job.watches, name=job.name, link=job.link, topics=job.topics,
+                                    languages=job.languages)
             if dry_run:
                 out = digest_outgoing(ed)
                 console.print(f"[bold]{escape(job.name)}[/]: {escape(out.subject)}", highlight=False)

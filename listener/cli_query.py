@@ -211,6 +211,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         fmt: Annotated[DigestFormat, typer.Option("--format", "-f")] = DigestFormat.md,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+        lang: Annotated[
+            list[str] | None,
+            typer.Option("--lang", help="Only mentions in this language (ISO 639-1, repeatable); undetected kept."),
+        ] = None,
     ) -> None:
         """What customers said in the period: counts, sentiment, quotes with links, source health."""
         from listener.digest import build_digest, render_markdown, render_text
@@ -221,11 +225,14 @@ def register(app: typer.Typer) -> None:
             from listener.cli_digest import write_html_digest
 
             path = write_html_digest(
-                ctx.store(), ctx.config(required=False), out or Path("digest.html"), parse_period(since), end
+                ctx.store(), ctx.config(required=False), out or Path("digest.html"), parse_period(since), end,
+                languages=lang or (),
             )
             console.print(f"wrote {path}")
             return
-        d = build_digest(ctx.store(), ctx.config(required=False), until=end, period=parse_period(since))
+        d = build_digest(
+            ctx.store(), ctx.config(required=False), until=end, period=parse_period(since), languages=lang or ()
+        )
         text = render_markdown(d) if fmt is DigestFormat.md else render_text(d)
         if out:
             out.write_text(text, encoding="utf-8")

@@ -92,6 +92,7 @@ class DigestJob:
     link: str | None = None
     targets: tuple[Target, ...] = ()
     topics: tuple[str, ...] = ()  # the taxonomy topics its "Topics and aspects" section shows (all if empty)
+    languages: tuple[str, ...] = ()  # ISO 639-1 codes it counts (all if empty; undetected ones always)
 
 
 @dataclass
@@ -164,9 +165,7 @@ def digest_jobs(config: Config) -> list[DigestJob]:
         if not isinstance(table, dict):
             raise ConfigError("must be a table ([[digest]])", path=path, key=f"digest[{i}]")
         name = str(table.get("name") or ("default" if len(tables) == 1 else f"digest-{i + 1}"))
-        watches = table.get("watches") or []
-        if isinstance(watches, str):
-            watches = [watches]
+        watches = _names(table, "watches", f"digest.{name}", path)
         fmt = table.get("format", "html")
         if fmt not in FORMATS:
             raise ConfigError(f"format must be one of {', '.join(FORMATS)}", path=path, key=f"digest.{name}.format")
@@ -174,13 +173,20 @@ def digest_jobs(config: Config) -> list[DigestJob]:
             since = parse_duration(table.get("since", "24h"))
         except ValueError as exc:
             raise ConfigError(str(exc), path=path, key=f"digest.{name}.since") from None
-        topics = table.get("topics") or []
-        topics = [topics] if isinstance(topics, str) else topics
-        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-            raise ConfigError("topics must be a list of topic names", path=path, key=f"digest.{name}.topics")
-        jobs.append(DigestJob(name, tuple(watches), since, fmt, table.get("link"),
-                              parse_targets(table.get("deliver"), f"digest.{name}.deliver", path), tuple(topics)))
+        jobs.append(DigestJob(name, watches, since, fmt, table.get("link"),
+                              parse_targets(table.get("deliver"), f"digest.{name}.deliver", path),
+                              _names(table, "topics", f"digest.{name}", path),
+                              _names(table, "languages", f"digest.{name}", path)))
     return jobs
+
+
+def _names(table: dict[str, Any], key: str, where: str, path: str | None) -> tuple[str, ...]:
+    """A string or a list of strings under `key` (watch / topic names, language codes) as a tuple."""
+    value = table.get(key) or []
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key} must be a list of strings", path=path, key=f"{where}.{key}")
+    return tuple(value)
 
 
 def build_email(out: Outgoing, sender: str, recipients: Sequence[str]) -> EmailMessage:
@@ -390,7 +396,7 @@ def deliver_digest(digest: Digest | EmailDigest, config: Config, *, store: Store
             continue
         if store is not None:
             ed = build_email_digest(store, config, since=digest.since, until=digest.until, watches=job.watches,
-                                    name=job.name, link=job.link, topics=job.topics)
+                                    name=job.name, link=job.link, topics=job.topics, languages=job.languages)
         else:
             ed = from_digest(digest, job.name, job.link)
         results += send_all(digest_outgoing(ed), job.targets, default_format=job.format)

@@ -62,6 +62,7 @@ class Digest:
     watches: list[WatchSummary]
     health: list[SourceHealthLine]
     topics: TopicsSection | None = None  # "Topics and aspects" (listener.digest_topics)
+    languages: tuple[str, ...] = ()  # when set, only mentions in these languages (or undetected) were counted
 
     @property
     def net_sentiment(self) -> float | None:
@@ -97,6 +98,21 @@ def _rank(m: Mention, sentiment: str | None) -> tuple[int, float, datetime]:
     return (1 if sentiment == "negative" else 0, m.score or 0.0, m.created_at)
 
 
+def in_languages(store: Store, mentions: list[Mention], languages: Sequence[str]) -> list[Mention]:
+    """`mentions` whose detected language is one of `languages` (ISO 639-1), plus those the language stage
+    could not decide or has not seen yet: a filter drops what is known to be elsewhere, never the unknown."""
+    wanted = {code.strip().lower() for code in languages if code.strip()}
+    if not wanted or not mentions:
+        return mentions
+    found = store.enrichments_for([m.id for m in mentions], stage="language")
+    keep = []
+    for m in mentions:
+        lang = ((found.get(m.id, {}).get("language") or {}).get("lang") or "und").lower()
+        if lang in wanted or lang == "und":
+            keep.append(m)
+    return keep
+
+
 def build_digest(
     store: Store,
     config: Config,
@@ -107,15 +123,17 @@ def build_digest(
     quotes_per_watch: int = 3,
     watches: Sequence[str] = (),
     topics: Sequence[str] = (),
+    languages: Sequence[str] = (),
 ) -> Digest:
-    """`watches`/`topics` scope the topics section to a team's watches and taxonomy topics."""
+    """`watches`/`topics` scope the topics section to a team's watches and taxonomy topics; `languages`
+    keeps mentions in those languages (`in_languages`)."""
     from listener.digest_topics import build_topics_section
 
     until = until or utcnow()
     since = since or until - period
     length = until - since
-    mentions = store.mentions_between(since, until)
-    previous = store.mentions_between(since - length, since)
+    mentions = in_languages(store, store.mentions_between(since, until), languages)
+    previous = in_languages(store, store.mentions_between(since - length, since), languages)
     labels: dict[str, str | None] = {}
     if mentions:
         enrichments = store.enrichments_for([m.id for m in mentions], stage="sentiment")
@@ -156,6 +174,7 @@ def build_digest(
         watches=summaries,
         health=health,
         topics=build_topics_section(store, mentions, previous, since, until, watches=watches, topics=topics),
+        languages=tuple(sorted({code.strip().lower() for code in languages if code.strip()})),
     )
 
 
@@ -192,6 +211,8 @@ def render_markdown(d: Digest) -> str:
         f"_{_sentiment_line(d.sentiment)}_",
         "",
     ]
+    if d.languages:
+        lines += [f"_Mentions in {', '.join(d.languages)} (and of undetected language) only._", ""]
     if d.health:
         lines += (
             ["## ⚠ Source health", ""]
@@ -228,6 +249,8 @@ def render_text(d: Digest) -> str:
         f"{d.total} mentions ({change_label(d.total, d.previous_total)} vs previous period); "
         f"{_sentiment_line(d.sentiment)}",
     ]
+    if d.languages:
+        out.append(f"Languages: {', '.join(d.languages)} (and undetected) only")
     for h in d.health:
         out.append(f"! {h.source}: {h.problem}")
     out.append("By source: " + (", ".join(f"{s} {n}" for s, n in d.by_source.most_common()) or "none"))

@@ -28,6 +28,7 @@ from listener.digest import (
     Quote,
     SourceHealthLine,
     build_digest,
+    in_languages,
     make_quote,
     safe_url,
 )
@@ -192,7 +193,7 @@ def source_health(store: Store, config: Config, until: datetime) -> list[SourceH
 def build_email_digest(
     store: Store, config: Config, *, since: datetime | None = None, until: datetime | None = None,
     period: timedelta = timedelta(hours=24), watches: Sequence[str] = (), name: str = "default",
-    link: str | None = None, topics: Sequence[str] = (),
+    link: str | None = None, topics: Sequence[str] = (), languages: Sequence[str] = (),
 ) -> EmailDigest:
     """The lead's digest plus series, channels, want-lists and share of voice; `watches` narrows to a team's
     watches, `topics` its "Topics and aspects" section to those taxonomy topics."""
@@ -208,10 +209,11 @@ def build_email_digest(
         if unknown:
             raise ConfigError(f"digest {name!r} names unknown topic(s): {', '.join(unknown)}")
     scoped = replace(config, watches=tuple(w for w in config.watches if w.name in watches)) if watches else config
-    base = build_digest(store, scoped, since=since, until=until, period=period, watches=watches, topics=topics)
+    base = build_digest(store, scoped, since=since, until=until, period=period, watches=watches, topics=topics,
+                        languages=languages)
     length = base.until - base.since
     start = min(base.since - length, base.until - timedelta(days=CHART_DAYS))
-    window = store.mentions_between(start, base.until, watches=tuple(watches))
+    window = in_languages(store, store.mentions_between(start, base.until, watches=tuple(watches)), languages)
     labels: dict[str, str | None] = {}
     if window:
         found = store.enrichments_for([m.id for m in window], stage="sentiment")
