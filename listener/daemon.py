@@ -51,6 +51,7 @@ from listener.pipeline import Pipeline, SourceRun, default_stages, make_http
 from storage import SourceState, Store
 
 log = logging.getLogger("listener.daemon")
+SIGNAL_TICK = 1.0  # seconds: the longest the main loop sleeps before it runs a pending signal handler
 
 AfterFetch = Callable[[SourceRun, Config, Store], None]
 
@@ -143,12 +144,18 @@ class Daemon:
         self._install_signals()
         self.start()
         stamp = self._config_stamp()
-        poll = self.settings.reload_poll.total_seconds()
+        next_poll = time.monotonic() + self.settings.reload_poll.total_seconds()
         while not self._stop.is_set():
-            self._wake.wait(poll)
+            # Short waits: the kernel may hand SIGHUP/SIGTERM to any thread (onnxruntime's, the enrichment
+            # threads'), and then nothing interrupts this wait; Python runs the handler, which sets the flags,
+            # only once the main thread wakes. With 1 s slices a signal takes effect within a second.
+            self._wake.wait(min(SIGNAL_TICK, max(0.0, next_poll - time.monotonic())))
             self._wake.clear()
-            if not self._stop.is_set():
+            if self._stop.is_set():
+                break
+            if self._reloads.requested or time.monotonic() >= next_poll:
                 stamp = self.poll_reload(stamp)
+                next_poll = time.monotonic() + self.settings.reload_poll.total_seconds()
         log.info("shutting down: no new runs, waiting up to %.0fs for running ones",
                  self.settings.shutdown_grace.total_seconds())
         if not self.stop():

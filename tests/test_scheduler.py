@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import socket
 import sqlite3
@@ -353,6 +354,36 @@ def test_sighup_adds_a_source_and_refuses_a_broken_config(
              >= hits + 4, daemon=d)
     assert {s["name"] for s in d.health()["sources"]} == {"a", "b"}
     assert d.terminate()[0] == 0
+
+
+def _signal_a_worker_thread(pid: int, signum: int) -> None:
+    """tgkill(2) to one of the daemon's threads other than its main one, as the kernel itself may choose."""
+    import ctypes
+
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+    assert tids, "the daemon runs worker threads"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(234, pid, tids[-1], signum) != 0:  # SYS_tgkill on x86-64
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64", reason="tgkill syscall number")
+def test_a_signal_that_lands_on_a_worker_thread_still_takes_effect(
+    workdir: Path, replay_server: ReplayServer, daemons: list[Daemon]
+) -> None:
+    """The main loop must not sleep through a signal the kernel delivered to another thread (reload_poll 1h)."""
+    a, b = GrowingFeed("a"), GrowingFeed("b")
+    replay_server.routes["/a"], replay_server.routes["/b"] = a, b
+    poll = 'reload_poll = "1h"\n'
+    cfg = write_config(workdir / "cfg.toml", source_toml("a", replay_server.url + "/a"), poll)
+    d = Daemon(cfg, free_port())
+    daemons.append(d)
+    wait_for("source a fetched", lambda: stored(workdir / "listener.db", "a"), daemon=d)
+    write_config(cfg, source_toml("a", replay_server.url + "/a") + source_toml("b", replay_server.url + "/b"), poll)
+    _signal_a_worker_thread(d.proc.pid, signal.SIGHUP)
+    wait_for("SIGHUP on a worker thread reloaded", lambda: d.logged("config reloaded (SIGHUP)"), timeout=5, daemon=d)
+    _signal_a_worker_thread(d.proc.pid, signal.SIGTERM)
+    assert d.proc.wait(timeout=15) == 0 and d.logged("received SIGTERM")
 
 
 def test_refuses_a_database_whose_schema_is_not_current(tmp_path: Path) -> None:
