@@ -31,8 +31,9 @@ MAX_SEED_CHARS = 200
 
 
 def _toml_str(value: str) -> str:
-    """A TOML basic string (JSON's escapes are valid TOML ones; control characters become \\uXXXX)."""
-    return json.dumps(value, ensure_ascii=False)
+    """A TOML basic string: JSON's escapes are valid TOML ones, and JSON leaves only DEL unescaped of the
+    control characters TOML forbids."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _seed(text: str) -> str:
@@ -85,7 +86,12 @@ def promote_cluster(config_path: Path, cluster: EmergingCluster, name: str, now:
             f"the taxonomy already has a topic named {name!r}: pick another --name", path=str(config_path)
         )
     new_text = text.rstrip("\n") + "\n" + ("" if tables else _default_tables()) + topic_entry(cluster, name, now)
-    topics = parse_taxonomy(tomllib.loads(new_text)["topics"])  # what the topic stage will read
+    try:
+        topics = parse_taxonomy(tomllib.loads(new_text)["topics"])  # what the topic stage will read
+    except tomllib.TOMLDecodeError as exc:  # a quote the escaping missed: refuse, the file stays as it was
+        raise ConfigError(
+            f"the new [[topics]] entry would not parse ({exc}); nothing written", path=str(config_path)
+        ) from None
     fd, tmp = tempfile.mkstemp(prefix=f".{config_path.name}.", dir=config_path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

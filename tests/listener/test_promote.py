@@ -106,3 +106,17 @@ def test_topic_trend_compares_with_the_window_before() -> None:
     rows = {r["topic"]: r for r in with_trend(now, before)}
     assert (rows["sync"]["trend"], rows["pricing"]["trend"], rows["battery"]["trend"]) == ("+3", "-3", "new")
     assert rows["pricing"]["previous"] == 5
+
+
+def test_quotes_with_odd_characters_survive_the_round_trip(tmp_path: Path) -> None:
+    import numpy as np
+
+    cfg = tmp_path / "listener.toml"
+    cfg.write_text(CONFIG)
+    odd = 'He said "it\'s \\\\broken\\\\"\n\tagain\x7f \x01 — ünïcödé 🔋 ' + "x" * 300
+    cluster = EmergingCluster("em-0007", 5, ["battery", "drain"], [{"id": "1", "text": odd}], np.ones(384, np.float32))
+    topic = promote_cluster(cfg, cluster, "battery-drain")
+    (seed,) = topic.seeds
+    assert seed.startswith('He said "it\'s \\\\broken\\\\" again\x7f \x01 — ünïcödé 🔋') and len(seed) <= 200
+    assert seed.endswith("…") and "\n" not in seed
+    assert tomllib.loads(cfg.read_text())["topics"][-1]["seeds"] == [seed]
