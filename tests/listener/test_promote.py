@@ -12,7 +12,6 @@ import pytest
 from enrich.emerging import EmergingCluster, emerging_topics
 from enrich.topics import TopicStage, default_taxonomy, taxonomy_from_config
 from enrich.vectors import EmbeddingStage
-from listener.cli import main
 from listener.cli_insight import with_trend
 from listener.config import load_config
 from listener.errors import ConfigError
@@ -20,6 +19,7 @@ from listener.promote import promote_cluster
 from listener.types import utcnow
 from storage import Store
 from tests.enrich.test_emerging import THEMES, mentions_for
+from tests.listener.test_cli import run as run_cli
 
 CONFIG = """# my listener
 [storage]
@@ -42,12 +42,7 @@ def widget_cluster(tmp_path: Path) -> tuple[Path, EmergingCluster]:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(capsys, *args)
     return code, out + err
 
 
