@@ -127,7 +127,8 @@ def run_demo(*, db: Path, fresh: bool = True, enrich: bool = True, console: Cons
     if enrich:
         try:
             done = enrich_pending(store, default_stages(config, store))
-            out.print(f"[bold]enriched[/] {done} mentions with the bundled sentiment model")
+            out.print(f"[bold]enriched[/] {done} mentions with the bundled models (sentiment, topics, intent, "
+                      "journey stage, language, duplicates)")
         except Exception as exc:  # the demo still shows the digest without sentiment
             out.print(f"[yellow]sentiment skipped[/]: {exc}")
     newest = store.search(None, limit=1).items
@@ -139,6 +140,6 @@ def run_demo(*, db: Path, fresh: bool = True, enrich: bool = True, console: Cons
     out.print(
         f"\nThe data is in {db}. Try:\n  listener --db {db} search '\"acme notes\" sync' \n"
         f"  listener --db {db} search --watch notably --format csv\n  listener --db {db} digest --since 30d\n"
-        f"  listener --db {db} topics\n  listener --db {db} questions"
+        f"  listener --db {db} topics --since 30d\n  listener --db {db} questions --since 30d"
     )
     return store
