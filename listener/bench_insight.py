@@ -4,8 +4,9 @@ Mentions are built from real texts (the hand-labelled evaluation excerpts in tes
 App Store reviews in the shared corpora), cycled to `n` with a numeric suffix so the duplicate stage
 is not flattered by exact copies. Three rates, all on the same mentions:
 - per stage: each stage alone over every batch (where the time goes);
-- per batch, the way `enrich_pending` runs them (`run_batch`: encoder stages in order, independent
-  ones beside them), the six insight stages and then with sentiment too; that is the issue's figure;
+- per batch, the way `enrich_pending` runs them (`BatchRunner`: the next batch's embedding under way,
+  independent stages beside the encoder stages), the six insight stages and then with sentiment too;
+  that is the issue's figure;
 - optionally `enrich_pending` itself on a temporary SQLite store (storing included).
 Clustering times `enrich.emerging.cluster_vectors` on synthetic unit vectors. Speed is measured here,
 never asserted in tests.

@@ -33,7 +33,7 @@ class _FeedHandler(SimpleHTTPRequestHandler):
     """Static files with strong ETags (SimpleHTTPRequestHandler only knows Last-Modified)."""
 
     body_bytes = 0
-    api_bytes = 0  # of which JSON API responses (the Discourse forum), which carry no ETag to revalidate
+    api_bytes = 0  # of which JSON API responses (the Discourse forum): its connector sends no conditional GET
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -129,8 +129,8 @@ def run_demo(*, db: Path, fresh: bool = True, enrich: bool = True, console: Cons
             done = enrich_pending(store, default_stages(config, store))
             out.print(f"[bold]enriched[/] {done} mentions with the bundled models (sentiment, topics, intent, "
                       "journey stage, language, duplicates)")
-        except Exception as exc:  # the demo still shows the digest without sentiment
-            out.print(f"[yellow]sentiment skipped[/]: {exc}")
+        except Exception as exc:  # the demo still shows the digest without enrichments
+            out.print(f"[yellow]enrichment skipped[/]: {exc}")
     newest = store.search(None, limit=1).items
     if newest:
         until = newest[0].mention.created_at + timedelta(seconds=1)
