@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--init-from", default=None, help="warm start from this run's best/ weights (e.g. minilm-ft-v1)")
     t.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the distillation loss (with --soft-labels)")
     t.add_argument("--seed", type=int, default=13, help="data order, dropout and head initialisation")
+    t.add_argument("--augmented", default=None, help="teacher-labelled augmented texts (.npz from `augment`)")
     t.add_argument(
         "--domain-weight",
         action="append",
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     te.add_argument("--run", default="mpnet-teacher-v1")
     te.add_argument("--init-from", default=None, help="continue this finished teacher run (e.g. mpnet-teacher-v1)")
     te.add_argument("--lr", type=float, default=2e-5)
+    au = sub.add_parser("augment", help="teacher-label augmented review sentences for distillation")
+    au.add_argument("--teacher", default="mpnet-teacher-v1", help="finished teacher run that labels them")
     so = sub.add_parser("soup", help="average the weights of finished runs into a new run (model soup)")
     so.add_argument("runs", nargs="+")
     so.add_argument("--out", required=True, help="name of the new run")
@@ -117,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             kd_alpha=args.kd_alpha,
             seed=args.seed,
             domain_weights=parse_domain_weights(args.domain_weight),
+            augmented=args.augmented,
         )
         train(recipe, stop_at=stop_at(args.stop_at))
+    if args.cmd == "augment":
+        from enrich.training.augment import write_augmented
+
+        write_augmented(args.teacher)
+        return 0
     if args.cmd == "all" and not _reproduce_chain(stop_at(args.stop_at)):
         print(json.dumps({"event": "paused", "hint": "rerun the same command to continue"}))
         return 0

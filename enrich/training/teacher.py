@@ -112,6 +112,16 @@ def write_soft_labels(run_dir: Path, chunk: int = 2048, out: Path = SOFT_LABELS,
     return True
 
 
+def teacher_logits(run: str, texts: list[str]) -> np.ndarray:
+    """A finished teacher run's logits for ``texts`` (same tokenisation and truncation as training)."""
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(2)
+    tok = AutoTokenizer.from_pretrained(ensure_teacher())
+    model = _load_teacher(CACHE / "train" / run)
+    return predict_logits(model, encode(tok, texts, 128), pad_id=tok.pad_token_id)
+
+
 def teacher_val_macro_recall(run_dir: Path) -> float:
     from transformers import AutoTokenizer
 

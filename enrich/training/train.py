@@ -24,6 +24,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from enrich.textprep import head_tail_ids
+from enrich.training.augment import load_augmented
 from enrich.training.data import (
     CACHE,
     LABELS,
@@ -63,6 +64,7 @@ class Recipe:
     # per-domain sampling factor over the training split: 4 = every example four times, 0.25 = a seeded
     # random quarter; domains not named keep 1 (a domain the student lags the teacher on gets more steps)
     domain_weights: dict[str, float] = field(default_factory=dict)
+    augmented: str | None = None  # teacher-labelled augmented texts (.npz, see augment.py); needs soft_labels
 
 
 def encode(tok: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -122,13 +124,17 @@ def _log(path: Path, record: dict[str, object]) -> None:
     print(json.dumps(record), flush=True)
 
 
-def _soft_targets(path: str | None, examples: list[Example]) -> np.ndarray | None:
+def _soft_targets(
+    path: str | None, examples: list[Example], extra: dict[str, np.ndarray] | None = None
+) -> np.ndarray | None:
     if not path:
         return None
     data = np.load(path)
-    lookup = {uid: i for i, uid in enumerate(data["uids"].tolist())}
-    probs = data["probs"].astype(np.float32)
-    return np.stack([probs[lookup[e.uid]] for e in examples])
+    lookup = dict(zip(data["uids"].tolist(), data["probs"].astype(np.float32), strict=True)) | (extra or {})
+    missing = [e.uid for e in examples if e.uid not in lookup]
+    if missing:
+        raise ValueError(f"{path}: no soft label for {len(missing)} training examples, e.g. {missing[:3]}")
+    return np.stack([lookup[e.uid] for e in examples])
 
 
 def build(
@@ -189,9 +195,14 @@ def train(
     torch.manual_seed(recipe.seed)
 
     examples = load_prepared()
-    train_ex = reweight_domains(
-        select(examples, "train", set(recipe.train_domains)), recipe.domain_weights, random.Random(recipe.seed)
-    )
+    train_ex = select(examples, "train", set(recipe.train_domains))
+    aug_soft: dict[str, np.ndarray] = {}
+    if recipe.augmented:
+        if not recipe.soft_labels:
+            raise ValueError("augmented texts carry teacher labels only: distil (--soft-labels) to use them")
+        aug_ex, aug_soft = load_augmented(recipe.augmented)
+        train_ex += aug_ex
+    train_ex = reweight_domains(train_ex, recipe.domain_weights, random.Random(recipe.seed))
     val_ex = select(examples, "val")
     model, tok, save_best = build(recipe, out_root)
     pad_id = int(tok.pad_token_id or 0)
@@ -199,7 +210,7 @@ def train(
     val_ids = encode(tok, [e.text for e in val_ex], recipe.max_length)
     y_train = torch.tensor([e.label for e in train_ex])
     y_val = [e.label for e in val_ex]
-    soft = _soft_targets(recipe.soft_labels, train_ex)
+    soft = _soft_targets(recipe.soft_labels, train_ex, aug_soft)
 
     counts = np.bincount(y_train.numpy(), minlength=len(LABELS)).astype(np.float64)
     weights = (counts.sum() / (len(LABELS) * counts)) if recipe.class_weighting == "balanced" else np.ones(len(LABELS))
