@@ -301,7 +301,8 @@ def render(report: dict[str, Any]) -> str:
             f"Padded batches of 32 vs per-row execution: {bs['label_flips_batch32_vs_per_row']} label flips, "
             f"max |Δp| {bs['max_abs_prob_diff']}, mean |Δp| {bs['mean_abs_prob_diff']}"
             + (
-                " — per-token int8 scales make results independent of batch neighbours, so the runtime batches."
+                " — int8 activation ranges that depend on no other post (fixed, or per token) make results"
+                " independent of batch neighbours, so the runtime batches."
                 if bs["label_flips_batch32_vs_per_row"] == 0
                 else " — results depend on batch neighbours, so the runtime runs per row."
             ),
