@@ -16,6 +16,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from enrich.training.quantize import quantize_per_token
+from tests.enrich.onnx_graphs import run_logits as _run
+from tests.enrich.onnx_graphs import save_token_model
 
 VOCAB, HIDDEN, FFN = 1200, 16, 48
 
@@ -29,7 +31,6 @@ def _model(path: Path) -> None:
     w1b = rng.normal(size=(HIDDEN, FFN)).astype(np.float32) / 4
     b1 = rng.normal(size=FFN).astype(np.float32)
     w2 = rng.normal(size=(FFN, 3)).astype(np.float32) / 7
-    inits = [numpy_helper.from_array(a, n) for a, n in ((emb, "emb"), (w1, "w1"), (w1b, "w1b"), (b1, "b1"), (w2, "w2"))]
     nodes = [
         helper.make_node("Gather", ["emb", "input_ids"], ["h"], name="embeddings/word_embeddings/Gather"),
         helper.make_node("MatMul", ["h", "w1"], ["m1"], name="layer/dense1/MatMul"),
@@ -39,25 +40,7 @@ def _model(path: Path) -> None:
         helper.make_node("Relu", ["a1"], ["r1"], name="relu"),
         helper.make_node("MatMul", ["r1", "w2"], ["logits"], name="layer/dense2/MatMul"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 3])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
-def _run(path: Path, ids: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out: np.ndarray = session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
-    return out
+    save_token_model(path, nodes, {"emb": emb, "w1": w1, "w1b": w1b, "b1": b1, "w2": w2})
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from enrich.training.quantize_static import calibrate, calibration_seqs, quantize_static
+from tests.enrich.onnx_graphs import run_logits as _run
+from tests.enrich.onnx_graphs import save_token_model
 
 VOCAB, HIDDEN, FFN, PAD = 1200, 16, 48, 0
 
@@ -41,25 +42,7 @@ def _model(path: Path) -> None:
         helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="layer/dense2/MatMul"),
         helper.make_node("Add", ["m2", "b2"], ["logits"], name="layer/dense2/Add"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 3])],
-        [numpy_helper.from_array(a, n) for n, a in arrays.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
-def _run(path: Path, ids: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out: np.ndarray = session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
-    return out
+    save_token_model(path, nodes, arrays)
 
 
 def _seqs(n: int, seed: int) -> list[list[int]]:
