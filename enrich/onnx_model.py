@@ -81,17 +81,20 @@ class OnnxTextModel:
 
     ``workers`` > 1 runs independent padded batches concurrently (`run_batches`), each on one
     onnxruntime thread: a tweet-sized batch is too small to keep two intra-op threads busy (they
-    spend their time synchronising), two single-threaded runs side by side are not.
+    spend their time synchronising), two single-threaded runs side by side are not. ``memory_arena=False``
+    drops onnxruntime's per-session arena, whose lock those concurrent runs share (faster for a small model,
+    more RSS for a large one: see `enrich.sentiment`).
     """
 
     def __init__(
         self, model_dir: Path | str, *, model_file: str = "model.onnx", intra_op_threads: int = 2,
-        missing_hint: str = "", workers: int = 1,
+        missing_hint: str = "", workers: int = 1, memory_arena: bool = True,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.model_file = model_file
         self.intra_op_threads = intra_op_threads
         self.workers = max(1, workers)
+        self.memory_arena = memory_arena
         self._pool: ThreadPoolExecutor | None = None
         self.missing_hint = missing_hint
         self._lock = threading.Lock()
@@ -130,9 +133,7 @@ class OnnxTextModel:
             # No busy-waiting: on a shared 2-core box spinning threads fight the other workers (measured
             # 109 → 157 texts/s with 2 threads on a loaded machine).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # No arena: concurrent runs on one session lock its shared arena on every allocation; plain malloc
-            # has per-thread caches (sentiment, 2 workers, idle 2-core VM: 1,085-1,096 → 1,177-1,182 posts/s).
-            opts.enable_cpu_mem_arena = False
+            opts.enable_cpu_mem_arena = self.memory_arena
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
             self.card = read_card(self.model_dir)

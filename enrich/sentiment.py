@@ -78,8 +78,10 @@ class SentimentClassifier:
         """
         self._per_row = per_row
         self.max_padding = max_padding
+        # No memory arena: the two workers' concurrent runs on one session would lock it on every allocation
+        # (2-core VM, batch 32, ONNX only: 1,085-1,096 → 1,177-1,182 posts/s); the model's buffers are small.
         self.model = OnnxTextModel(
-            model_dir, model_file=model_file, intra_op_threads=intra_op_threads, workers=workers
+            model_dir, model_file=model_file, intra_op_threads=intra_op_threads, workers=workers, memory_arena=False
         )
         self.model_dir = self.model.model_dir
         self.temperature = 1.0
