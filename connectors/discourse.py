@@ -217,8 +217,10 @@ class DiscourseConnector(Connector):
             stored = iso_time(cursor.extra.get("topic_mark"))
             mark = max(post_since, stored - self.source.lookback) if stored else post_since
             done = set(cursor.extra.get("done_at_mark") or []) if stored and mark == stored else set()
+        # Kept only when a run completes; a resumed run asks unconditionally (its pending topics need the list).
+        validators = {} if run else dict(cursor.extra.get("latest_http") or {})
         topics = self._search(base, mark, headers, notes) if self.mode() == "search" else self._latest(
-            base, mark, headers, notes)
+            base, mark, headers, notes, validators)
         pending = sorted(
             ((act, t) for t in topics
              if (act := topic_activity(t)) and (act > mark or (act == mark and t["id"] not in done))),
@@ -237,16 +239,36 @@ class DiscourseConnector(Connector):
             notes = []
         extra = {k: v for k, v in cursor.extra.items() if k != "run"}
         extra.update(topic_mark=_iso(mark), done_at_mark=sorted(done))
+        if validators:
+            extra["latest_http"] = validators
         yield Batch([], cursor.advanced(extra=extra), notes=tuple(notes))
 
-    def _latest(self, base: str, mark: datetime, headers: dict[str, str], notes: list[str]) -> list[dict[str, Any]]:
-        """Topic lists are ordered by bump: page until a page holds nothing newer than the mark."""
+    def _latest(self, base: str, mark: datetime, headers: dict[str, str], notes: list[str],
+                validators: dict[str, str]) -> list[dict[str, Any]]:
+        """Topic lists are ordered by bump: page until a page holds nothing newer than the mark.
+
+        The first page is a conditional GET with the ETag / Last-Modified of the last completed run (kept in
+        ``validators``, which this updates): any new post bumps a topic and changes the list, so a 304 means
+        nothing happened and costs no body. Validators of another list URL (config changed) are not sent.
+        """
         category = self.source.param("category")
         path = f"/c/{category}/l/latest.json" if category else "/latest.json"
         found: dict[int, dict[str, Any]] = {}
         max_pages = int(self.source.param("max_pages", 10))
         for page in range(max_pages):
-            payload = self.http.get(f"{base}{path}", params={"page": page} if page else None, headers=headers).json()
+            if page == 0:
+                known = validators if validators.get("url") == path else {}
+                first = self.http.get(f"{base}{path}", headers=headers, etag=known.get("etag"),
+                                      last_modified=known.get("last_modified"))
+                if first.not_modified:
+                    return []
+                validators.clear()
+                validators.update(first.validators)
+                if validators:
+                    validators["url"] = path
+                payload = first.json()
+            else:
+                payload = self.http.get(f"{base}{path}", params={"page": page}, headers=headers).json()
             topics, more = parse_topic_list(payload, source=self.name)
             fresh = [t for t in topics if (topic_activity(t) or mark) > mark or t.get("pinned")]
             for t in fresh:

@@ -143,6 +143,6 @@ class RSSConnector(Connector):
                 resp.content, source=self.name, kind=self.kind, feed_url=url, headers=resp.headers
             )
             fresh = [m for m in mentions if since is None or m.created_at >= since]
-            per_url[url] = {k: v for k, v in (("etag", resp.etag), ("last_modified", resp.last_modified)) if v}
+            per_url[url] = resp.validators
             cursor = moved(cursor, fresh, feeds=dict(per_url))
             yield Batch(fresh, cursor, notes=tuple(notes))

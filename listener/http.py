@@ -89,6 +89,11 @@ class Response:
         return self.headers.get("last-modified")
 
     @property
+    def validators(self) -> dict[str, str]:
+        """``etag`` / ``last_modified`` the server sent, for the next conditional `HttpClient.get`."""
+        return {k: v for k, v in (("etag", self.etag), ("last_modified", self.last_modified)) if v}
+
+    @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 

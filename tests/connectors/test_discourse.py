@@ -198,3 +198,40 @@ def test_latest_mode_stops_paging_at_the_mark(replay_server: ReplayServer, http:
     batches, mentions = run(DiscourseConnector(source, http), cursor)
     assert mentions == [] and len(replay_server.hits("/latest.json")) == 1  # more_topics_url not followed
     assert batches[-1].cursor.extra["topic_mark"] == "2014-01-01T00:00:00+00:00"
+
+
+def test_latest_mode_asks_again_conditionally_and_a_304_costs_no_topic_reads(
+    replay_server: ReplayServer, http: HttpClient, corpora: Path
+) -> None:
+    """The topic list's ETag is kept after a completed run; an unchanged list is a 304 with no body."""
+    listing = json_file(corpora / "discourse/discourse_api_gem/latest.json")
+    listing.etag = '"v1"'
+    replay_server.routes["/latest.json"] = listing
+    source = make_source("d", "discourse", base_url=replay_server.url, match="all")
+    start = Cursor(last_time=datetime(2014, 1, 1, tzinfo=UTC))
+    batches, _ = run(DiscourseConnector(source, http), start)
+    kept = batches[-1].cursor
+    assert kept.extra["latest_http"] == {"etag": '"v1"', "url": "/latest.json"}
+    assert "if-none-match" not in replay_server.requests[-1].headers
+
+    sent_before = replay_server.body_bytes_sent
+    batches, mentions = run(DiscourseConnector(source, http), kept)
+    assert replay_server.requests[-1].headers["if-none-match"] == '"v1"'
+    assert mentions == [] and replay_server.body_bytes_sent == sent_before  # 304: no body, no topic reads
+    assert batches[-1].cursor.extra["latest_http"]["etag"] == '"v1"'
+    assert batches[-1].cursor.extra["topic_mark"] == kept.extra["topic_mark"]
+
+    listing.etag = '"v2"'  # the list changed: a full reply, and its new ETag is kept
+    batches, _ = run(DiscourseConnector(source, http), kept)
+    assert replay_server.body_bytes_sent > sent_before
+    assert batches[-1].cursor.extra["latest_http"]["etag"] == '"v2"'
+
+    mark = kept.extra["topic_mark"]
+    resumed = Cursor(last_time=kept.last_time, extra={**kept.extra, "run": {"post_since": mark, "topic_mark": mark}})
+    run(DiscourseConnector(source, http), resumed)  # an interrupted run's pending topics need the full list
+    assert "if-none-match" not in replay_server.requests[-1].headers
+
+    other = make_source("d", "discourse", base_url=replay_server.url, match="all", category="support/5")
+    replay_server.routes["/c/support/5/l/latest.json"] = json_file(corpora / "discourse/discourse_api_gem/latest.json")
+    run(DiscourseConnector(other, http), kept)  # another list: the old validators are not sent
+    assert "if-none-match" not in replay_server.requests[-1].headers

@@ -24,7 +24,7 @@ def test_demo_stores_every_bundled_entry(tmp_path: Path) -> None:
     try:
         assert store.count() == expected
         output = console.export_text()
-        assert "0 new rows, 0 feed body bytes downloaded" in output
+        assert "0 new rows, 0 body bytes downloaded" in output
         assert "## acme-notes" in output and "](https://" in output  # quotes carry links
         hits = store.search('"acme notes" sync', limit=100).items
         assert hits and all("sync" in (h.mention.body.lower()) for h in hits)
