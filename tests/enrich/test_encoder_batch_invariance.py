@@ -1,6 +1,6 @@
 """The shipped encoder is batch invariant: a text's vectors and labels do not depend on its batch.
 
-The model is quantised with per-token int8 activation scales (enrich/export_encoder.py), so a text
+The model is quantised with fixed, calibrated int8 activation ranges (enrich/export_encoder.py), so a text
 embedded alone, in a padded batch of 8 mixed-length texts, or in the runtime's length-grouped batches
 of up to 32 gets the same post and clause vectors (up to float rounding, ≤ 1e-5) and therefore the
 same intent, journey stage and topics.
@@ -86,7 +86,7 @@ def test_card_promises_batch_invariance_under_a_new_version() -> None:
     assert card["batch_invariant"] is True
     assert card["batch_alone_vs_grouped_max_abs_diff"] <= TOLERANCE
     assert card["version"] != "minilm-l6-v2-base-onnx-1"  # the batch-dependent model's vectors get recomputed
-    assert "per-token" in card["quantisation"]
+    assert "static int8 activations" in card["quantisation"]  # fixed ranges: no token depends on another
     assert Encoder().per_row is False
 
 
