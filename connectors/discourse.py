@@ -237,9 +237,9 @@ class DiscourseConnector(Connector):
             cursor = moved(cursor, posts, run=state)
             yield Batch(posts, cursor, notes=tuple(notes))
             notes = []
-        extra = {k: v for k, v in cursor.extra.items() if k != "run"}
+        extra = {k: v for k, v in cursor.extra.items() if k not in ("run", "latest_http")}
         extra.update(topic_mark=_iso(mark), done_at_mark=sorted(done))
-        if validators:
+        if validators:  # this run's list validators; none when the forum sent none
             extra["latest_http"] = validators
         yield Batch([], cursor.advanced(extra=extra), notes=tuple(notes))
 
