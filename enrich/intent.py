@@ -179,7 +179,7 @@ INTENT_CUES: dict[str, tuple[str, ...]] = {
     ),
 }
 # From `python -m enrich.evaluate_insight --tune` (dev split only, macro-F1 0.785 on dev; re-tuned for the
-# per-token int8 encoder minilm-l6-v2-base-onnx-pt8-2).
+# per-token int8 encoder minilm-l6-v2-base-onnx-pt8-2; kept for the static st8-1, whose vectors are as close to fp32).
 INTENT_WEIGHTS: dict[str, Any] = {
     "cue": 0.25,
     "bias": {"complaint": 0.12, "question": 0.02, "feature_request": 0.0, "praise": 0.04},

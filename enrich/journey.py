@@ -158,7 +158,7 @@ JOURNEY_CUES: dict[str, tuple[str, ...]] = {
     ),
 }
 # From `python -m enrich.evaluate_insight --tune` (dev split only, macro-F1 0.516 on dev; re-tuned for the
-# per-token int8 encoder minilm-l6-v2-base-onnx-pt8-2).
+# per-token int8 encoder minilm-l6-v2-base-onnx-pt8-2; kept for the static st8-1, whose vectors are as close to fp32).
 JOURNEY_WEIGHTS: dict[str, Any] = {
     "cue": 0.25,
     "bias": {"consideration": 0.18, "onboarding_use": 0.14, "support": 0.08},

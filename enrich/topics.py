@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 DEFAULT_TOPICS = Path(__file__).resolve().parent / "default_topics.toml"
 STAGE = "topics"
 # Tuned on the dev split only (enrich/evaluate_insight.py --tune, macro-F1 0.515 on dev, for the per-token
-# int8 encoder minilm-l6-v2-base-onnx-pt8-2); see docs/insight_evaluation.md.
+# int8 encoder minilm-l6-v2-base-onnx-pt8-2, kept for the static st8-1); see docs/insight_evaluation.md.
 DEFAULT_THRESHOLD = 0.5
 KEYWORD_BONUS = 0.16
 POST_WEIGHT = 0.0
