@@ -296,6 +296,8 @@ def render_card(out_dir: Path = MODEL_OUT) -> str:
             "  teacher's probabilities; `train --augmented`) distilled from the soup (minilm-kd-aug-v1, lr 2e-5, one",
             "  epoch) gave products 0.9148 at val 0.7414; its soup with minilm-soup-v1 (minilm-soup-aug1) 0.9164 at",
             "  0.7493. The same trade as weighting the product sentences, so it is not shipped either.",
+            "  A third epoch of the plain fine-tune (minilm-ft-v3: from minilm-ft-v1, lr 2e-5) fell to val 0.7398",
+            "  (overfitting), and its soup with ft-v1 and kd-v1 (minilm-soup-x3) to 0.7549.",
             "",
         ]
     lines += [
