@@ -260,16 +260,22 @@ class Encoder:
                 states[i] = out[row, : len(seqs[i])]
         return states
 
-    def embed(self, texts: Sequence[str | bytes], max_length: int | None = None) -> np.ndarray:
-        """Raw texts → (n, 384) float32 unit vectors; empty / signal-less texts get a zero vector."""
-        out = np.zeros((len(texts), DIM), dtype=np.float32)
+    def token_ids(
+        self, texts: Sequence[str | bytes], max_length: int | None = None
+    ) -> tuple[list[int], list[list[int]]]:
+        """(positions of the texts worth encoding, their head+tail-truncated token ids), as `embed` runs them."""
         keep, prepared = self._prepare(texts)
         if not keep:
-            return out
+            return keep, []
         self._ensure_loaded()
         m = self.model
         limit = max_length or self.max_length
-        seqs = [head_tail_ids(e.ids, limit, m.cls, m.sep, 0.75) for e in m.tokenizer.encode_batch(prepared)]
+        return keep, [head_tail_ids(e.ids, limit, m.cls, m.sep, 0.75) for e in m.tokenizer.encode_batch(prepared)]
+
+    def embed(self, texts: Sequence[str | bytes], max_length: int | None = None) -> np.ndarray:
+        """Raw texts → (n, 384) float32 unit vectors; empty / signal-less texts get a zero vector."""
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        keep, seqs = self.token_ids(texts, max_length)
         for j, tokens in enumerate(self.token_states(seqs)):
             out[keep[j]] = mean_unit(tokens)
         return out

@@ -62,16 +62,11 @@ def calibration_seqs(fp32_dir: Path, model_file: str, n: int = CALIBRATION_TEXTS
     import random
 
     from enrich.embedding import Encoder
-    from enrich.textprep import head_tail_ids
     from enrich.training.data import SEED, load_prepared, select
 
     texts = [e.text for e in select(load_prepared(), "train")]
     random.Random(SEED).shuffle(texts)
-    encoder = Encoder(fp32_dir, model_file=model_file, per_row=False)
-    _, prepared = encoder._prepare(texts[:n])
-    encoder.model.load()
-    m = encoder.model
-    return [head_tail_ids(e.ids, encoder.max_length, m.cls, m.sep, 0.75) for e in m.tokenizer.encode_batch(prepared)]
+    return Encoder(fp32_dir, model_file=model_file, per_row=False).token_ids(texts[:n])[1]
 
 
 def export(out_dir: Path = OUT_DIR) -> dict[str, Any]:
