@@ -58,6 +58,17 @@ def parse_domain_weights(items: list[str]) -> dict[str, float]:
     return out
 
 
+def parse_review_domains(items: list[str]) -> list[str]:
+    """Training domains (or augmented ones, ``aug_<domain>``) to show behind the review tag."""
+    from enrich.training.data import TRAIN_DOMAINS
+
+    known = TRAIN_DOMAINS | {f"aug_{d}" for d in TRAIN_DOMAINS}
+    unknown = [d for d in items if d not in known]
+    if unknown:
+        raise SystemExit(f"--review-domain {unknown[0]!r}: expected one of {sorted(known)}")
+    return sorted(set(items))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m enrich.training")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -78,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="DOMAIN=FACTOR",
         help="sample a training domain FACTOR times (4, 0.25); repeatable",
+    )
+    t.add_argument(
+        "--review-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="train this domain's texts behind the review tag, as reviews are shown at run time; repeatable",
     )
     e = sub.add_parser("export", help="ONNX export + int8 + temperature calibration")
     e.add_argument("--run", default="minilm-ft-v1")
@@ -121,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             domain_weights=parse_domain_weights(args.domain_weight),
             augmented=args.augmented,
+            review_domains=parse_review_domains(args.review_domain),
         )
         train(recipe, stop_at=stop_at(args.stop_at))
     if args.cmd == "augment":

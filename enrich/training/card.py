@@ -298,6 +298,17 @@ def render_card(out_dir: Path = MODEL_OUT) -> str:
             "  0.7493. The same trade as weighting the product sentences, so it is not shipped either.",
             "  A third epoch of the plain fine-tune (minilm-ft-v3: from minilm-ft-v1, lr 2e-5) fell to val 0.7398",
             "  (overfitting), and its soup with ft-v1 and kd-v1 (minilm-soup-x3) to 0.7549.",
+            "- Two tests of where the product gap comes from (2026-11-26). Showing the review sentences behind a",
+            "  `review:` tag (`train --review-domain`, minilm-kd-rtag-v1, otherwise as minilm-kd-aug-v1), so that the",
+            "  student could read reviews apart from tweets, gave val 0.7505 and products 0.9132 tagged, 0.9164",
+            "  untagged: the tag does not help, and the runtime does not tag. A student distilled on the product",
+            "  sentences and their augmented texts alone (minilm-kd-prodonly-v1, from the soup, two epochs, lr 3e-5;",
+            "  the same as `--domain-weight` 0 for every other domain) reached products 0.9132 at val 0.7352. So",
+            "  about 0.91 is this student's ceiling on products with 2.6 k review sentences; it is not a trade",
+            "  against the tweets.",
+            "- Averaging the probabilities of mpnet-teacher-v2 and the fp32 soup scores val 0.7740 and products",
+            "  0.9453 (the best of the 7 teacher/student combinations on val, so optimistic), but running both",
+            "  models costs about six times the CPU of the student alone, far outside the speed target.",
             "",
         ]
     lines += [

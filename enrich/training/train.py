@@ -65,6 +65,17 @@ class Recipe:
     # random quarter; domains not named keep 1 (a domain the student lags the teacher on gets more steps)
     domain_weights: dict[str, float] = field(default_factory=dict)
     augmented: str | None = None  # teacher-labelled augmented texts (.npz, see augment.py); needs soft_labels
+    # domains whose texts the student sees behind REVIEW_TAG, so that a runtime could mark review-site text
+    # (app stores, review pages) and the model read reviews apart from tweets; val (tweets) stays untagged
+    review_domains: list[str] = field(default_factory=list)
+
+
+REVIEW_TAG = "review:"
+
+
+def tag_review(text: str) -> str:
+    """``text`` behind the review tag (``review_domains`` experiment: did not help, so the runtime never tags)."""
+    return f"{REVIEW_TAG} {text}"
 
 
 def encode(tok: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -206,7 +217,9 @@ def train(
     val_ex = select(examples, "val")
     model, tok, save_best = build(recipe, out_root)
     pad_id = int(tok.pad_token_id or 0)
-    train_ids = encode(tok, [e.text for e in train_ex], recipe.max_length)
+    review_domains = set(recipe.review_domains)
+    train_texts = [tag_review(e.text) if e.domain in review_domains else e.text for e in train_ex]
+    train_ids = encode(tok, train_texts, recipe.max_length)
     val_ids = encode(tok, [e.text for e in val_ex], recipe.max_length)
     y_train = torch.tensor([e.label for e in train_ex])
     y_val = [e.label for e in val_ex]

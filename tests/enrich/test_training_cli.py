@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from enrich.training.__main__ import next_utc_time, parse_domain_weights
+from enrich.training.__main__ import next_utc_time, parse_domain_weights, parse_review_domains
 from enrich.training.data import SOFT_LABELS, soft_labels_path
 
 
@@ -75,6 +75,15 @@ def test_domain_weights_parse_and_bad_ones_get_a_clear_error() -> None:
                       ("semeval=-1", ">= 0")]:  # fmt: skip
         with pytest.raises(SystemExit, match=says):
             parse_domain_weights([bad])
+
+
+def test_review_domains_take_training_and_augmented_domains_and_refuse_others() -> None:
+    assert parse_review_domains(["icwsm_products", "aug_icwsm_products", "icwsm_products"]) == [
+        "aug_icwsm_products",
+        "icwsm_products",
+    ]
+    with pytest.raises(SystemExit, match="expected one of"):
+        parse_review_domains(["tweeteval_val"])  # val is never tagged or trained on
 
 
 def test_domain_weights_repeat_and_sample_a_domain_and_leave_the_others() -> None:
