@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--init-from", default=None, help="warm start from this run's best/ weights (e.g. minilm-ft-v1)")
     t.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the distillation loss (with --soft-labels)")
     t.add_argument("--seed", type=int, default=13, help="data order, dropout and head initialisation")
+    t.add_argument("--head-seed", type=int, default=None, help="seed of the head's init (default: --seed)")
     t.add_argument("--augmented", default=None, help="teacher-labelled augmented texts (.npz from `augment`)")
     t.add_argument(
         "--domain-weight",
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             init_from=args.init_from,
             kd_alpha=args.kd_alpha,
             seed=args.seed,
+            head_seed=args.head_seed,
             domain_weights=parse_domain_weights(args.domain_weight),
             augmented=args.augmented,
             review_domains=parse_review_domains(args.review_domain),

@@ -45,6 +45,8 @@ class Recipe:
     run: str = "minilm-ft-v1"
     base: str = "minilm"  # "minilm" (student, shipped) | "mpnet" (teacher, training-time only)
     seed: int = SEED
+    # seed of the head's random init (None: ``seed``); runs meant to be souped share it so their heads start alike
+    head_seed: int | None = None
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_frac: float = 0.06
@@ -169,7 +171,11 @@ def build(
             torch.save(teacher.state_dict(), path / "model.pt")
 
         return teacher, ttok, save_teacher
+    if recipe.head_seed is not None:
+        torch.manual_seed(recipe.head_seed)
     student = load_base(recipe.dropout)
+    if recipe.head_seed is not None:
+        torch.manual_seed(recipe.seed)  # dropout follows the run's own seed
     if recipe.init_from:
         warm = out_root / recipe.init_from / "best"
         if not (warm / "model.safetensors").exists():
