@@ -111,7 +111,9 @@ def test_head_seed_gives_runs_of_other_seeds_the_same_head_init(tmp_path: Path) 
     def head(**kw: object) -> object:
         torch.manual_seed(kw.get("seed", 13))  # as train() seeds before build()
         model, _, _ = build(Recipe(**kw), tmp_path)  # type: ignore[arg-type]
-        return model.get_submodule("classifier").weight.detach().clone()
+        weight = model.get_submodule("classifier").weight
+        assert isinstance(weight, torch.Tensor)
+        return weight.detach().clone()
 
     first = head(seed=13)
     assert torch.equal(head(seed=31, head_seed=13), first)
