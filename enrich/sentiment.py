@@ -86,7 +86,7 @@ class SentimentClassifier:
         self.model_dir = self.model.model_dir
         self.temperature = 1.0
         self.max_length = 128
-        self.head_frac = 0.5
+        self.head_frac = 1.0
         self._ready = False
         self._load_lock = threading.Lock()
 
@@ -111,11 +111,11 @@ class SentimentClassifier:
             card = self.model.card
             self.temperature = float(card.get("temperature", 1.0))
             self.max_length = int(card.get("max_length", 128))
-            self.head_frac = float(card.get("truncation_head_frac", 0.5))
+            self.head_frac = float(card.get("truncation_head_frac", 1.0))
             self._ready = True
 
     def encode(self, normalised: Sequence[str]) -> list[list[int]]:
-        """Token ids with head+tail truncation to ``max_length`` (same rule as training)."""
+        """Token ids cut to ``max_length`` by the card's long-post rule (``truncation_head_frac`` from the start)."""
         self._ensure_loaded()
         m = self.model
         encs = m.tokenizer.encode_batch([smart_truncate_chars(t) for t in normalised])

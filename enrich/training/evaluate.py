@@ -16,19 +16,19 @@ from typing import Any
 import numpy as np
 
 from enrich.sentiment import SentimentClassifier
-from enrich.textprep import head_tail_ids, normalise
+from enrich.textprep import normalise
 from enrich.training.data import (
     CACHE,
     LABELS,
     Example,
-    ensure_vader_sdist,
     load_app_reviews,
     load_prepared,
-    rating_to_label,
     select,
 )
-from enrich.training.export import MODEL_OUT, ece, softmax
-from enrich.training.train import macro_recall
+from enrich.training.export import MODEL_OUT
+from enrich.training.long_posts import render as render_truncation
+from enrich.training.long_posts import truncation_study
+from enrich.training.scores import ece, metrics, softmax
 
 EVAL_SETS: dict[str, tuple[str, str]] = {
     "tweeteval_val": ("tweeteval_val", "val"),
@@ -67,28 +67,6 @@ EMOJI_PROBE: list[tuple[str, int]] = [
 ]
 
 
-def metrics(y: Sequence[int], probs: np.ndarray) -> dict[str, float]:
-    """Macro-recall (TweetEval's metric), accuracy, macro-F1, ECE and positive-vs-negative binary accuracy."""
-    yt = np.asarray(y)
-    pred = probs.argmax(1)
-    f1s = []
-    for c in range(len(LABELS)):
-        tp = float(((pred == c) & (yt == c)).sum())
-        prec = tp / max(1, int((pred == c).sum()))
-        rec = tp / max(1, int((yt == c).sum()))
-        f1s.append(0.0 if tp == 0 else 2 * prec * rec / (prec + rec))
-    polar = yt != 1
-    binary = (np.where(probs[polar, 2] > probs[polar, 0], 2, 0) == yt[polar]).mean() if polar.any() else float("nan")
-    return {
-        "n": len(yt),
-        "macro_recall": round(macro_recall(y, pred.tolist()), 4),
-        "accuracy": round(float((pred == yt).mean()), 4),
-        "macro_f1": round(float(np.mean(f1s)), 4),
-        "ece": round(ece(probs, y), 4),
-        "binary_acc_pos_neg": round(float(binary), 4),
-    }
-
-
 def vader_probs(texts: Sequence[str]) -> np.ndarray:
     """VADER compound -> pseudo-probabilities (one-hot with the authors' +-0.05 thresholds).
 
@@ -105,47 +83,6 @@ def vader_probs(texts: Sequence[str]) -> np.ndarray:
         out[i, 2 if c >= 0 else 0] += 0.005
         out[i] /= out[i].sum()
     return out
-
-
-def truncation_study(clf: SentimentClassifier, budgets: Sequence[int] = (128, 64)) -> dict[str, Any]:
-    """Whole Amazon reviews (held-out test documents) built from their rated sentences.
-
-    Document label = band mapping of the mean sentence rating. Compares head-only,
-    head+tail token truncation and first+last sentences on the documents that
-    exceed the budget.
-    """
-    gt = ensure_vader_sdist() / "amazonReviewSnippets_GroundTruth.txt"
-    test_docs = {e.uid.split(":")[1].split("_")[0] for e in select(load_prepared(), "test", {"icwsm_products"})}
-    docs: dict[str, list[tuple[int, float, str]]] = {}
-    for line in gt.read_text("utf-8-sig", errors="replace").splitlines():
-        p = line.split("\t")
-        if len(p) >= 3 and p[0].split("_")[0] in test_docs:
-            d, s = p[0].split("_")
-            docs.setdefault(d, []).append((int(s), float(p[1]), normalise(p[2])))
-    clf._ensure_loaded()
-    ids_all = {d: clf.model.tokenizer.encode(" ".join(t for _, _, t in sorted(v))).ids for d, v in docs.items()}
-    res: dict[str, Any] = {}
-    for budget in budgets:
-        long_docs = [d for d in docs if len(ids_all[d]) > budget and len(docs[d]) >= 3]
-        y = [rating_to_label(float(np.mean([r for _, r, _ in docs[d]]))) for d in long_docs]
-
-        def first_last(d: str) -> list[int]:
-            sents = sorted(docs[d])
-            return clf.model.tokenizer.encode(f"{sents[0][2]} {sents[-1][2]}").ids
-
-        strategies: dict[str, tuple[Callable[[str], list[int]], float]] = {
-            "head_only": (ids_all.__getitem__, 1.0),
-            "head_tail_50_50": (ids_all.__getitem__, 0.5),
-            "head_tail_25_75": (ids_all.__getitem__, 0.25),
-            "first_last_sentences": (first_last, 0.5),
-        }
-        out: dict[str, Any] = {"n_docs": len(long_docs)}
-        for name, (fn, frac) in strategies.items():
-            seqs = [head_tail_ids(fn(d), budget, clf.model.cls, clf.model.sep, frac) for d in long_docs]
-            logits = np.concatenate(clf.model.run_batches("logits", [[q] for q in seqs])) if seqs else np.zeros((0, 3))
-            out[name] = metrics(y, softmax(logits / clf.temperature)) if long_docs else {}
-        res[f"budget_{budget}"] = out
-    return res
 
 
 def emoji_study(clf: SentimentClassifier) -> dict[str, Any]:
@@ -271,17 +208,8 @@ def render(report: dict[str, Any]) -> str:
         f"n={cal['n']}, temperature T={cal['temperature']}: "
         f"ECE {cal['ece_T1']:.4f} at T=1 → {cal['ece_T']:.4f} after scaling.",
         "",
-        "## Long-post truncation (held-out Amazon reviews rebuilt from their sentences)",
-        "",
     ]
-    for budget, res in report["truncation_study"].items():
-        lines.append(f"- {budget}: {res['n_docs']} documents longer than the budget")
-        for name, m in res.items():
-            if isinstance(m, dict) and m:
-                lines.append(
-                    f"  - {name}: macro-recall {m['macro_recall']:.4f}, accuracy {m['accuracy']:.4f}, "
-                    f"bin {m['binary_acc_pos_neg']:.4f}"
-                )
+    lines += render_truncation(report["truncation_study"])
     em = report["emoji_study"]
     lines += [
         "",

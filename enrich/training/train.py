@@ -36,6 +36,7 @@ from enrich.training.data import (
     select,
 )
 from enrich.training.model import MeanPoolClassifier, base_model_dir, load_base
+from enrich.training.scores import macro_recall
 
 
 @dataclass
@@ -122,12 +123,6 @@ def predict_logits(
         ids, mask = pad_batch([seqs[i] for i in part], pad_id)
         out[part] = model(input_ids=ids, attention_mask=mask).logits.float().numpy()
     return out
-
-
-def macro_recall(y_true: Sequence[int], y_pred: Sequence[int], n: int = 3) -> float:
-    yt, yp = np.asarray(y_true), np.asarray(y_pred)
-    recalls = [float((yp[yt == c] == c).mean()) for c in range(n) if (yt == c).any()]
-    return float(np.mean(recalls))
 
 
 def _log(path: Path, record: dict[str, object]) -> None:

@@ -49,6 +49,19 @@ def test_model_files_and_card() -> None:
     assert (MODEL_DIR / "model.onnx").stat().st_size < 30 * 2**20
 
 
+def test_a_long_post_is_read_by_the_rule_its_card_names(clf: SentimentClassifier) -> None:
+    card = json.loads((MODEL_DIR / "model_card.json").read_text())
+    head = "the battery died after one day and support never answered. " * 10
+    tail = "update: a replacement arrived and it works perfectly now, thanks! " * 10
+    (ids,) = clf.encode([head + tail])
+    full = clf.model.tokenizer.encode(head + tail).ids
+    n_head = round((card["max_length"] - 2) * card["truncation_head_frac"])
+    assert len(ids) == card["max_length"] and ids[: n_head + 1] == full[: n_head + 1]
+    assert ids[n_head + 1 : -1] == full[len(full) - (card["max_length"] - 2 - n_head) - 1 : -1]
+    if card["truncation_head_frac"] == 1.0:  # the shipped rule (EVALUATION.md): only the start is read
+        assert clf.classify([head + tail])[0].label == clf.classify([head * 3])[0].label == "negative"
+
+
 @pytest.mark.parametrize(
     ("text", "label"),
     [
