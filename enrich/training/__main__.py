@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--stop-at", default=None, help="UTC HH:MM: checkpoint and exit after this time")
     t.add_argument("--init-from", default=None, help="warm start from this run's best/ weights (e.g. minilm-ft-v1)")
     t.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the distillation loss (with --soft-labels)")
-    t.add_argument("--seed", type=int, default=13, help="data order, dropout and head initialisation")
+    t.add_argument("--seed", type=int, default=13, help="data order, dropout and (without --head-seed) head init")
     t.add_argument("--head-seed", type=int, default=None, help="seed of the head's init (default: --seed)")
     t.add_argument("--augmented", default=None, help="teacher-labelled augmented texts (.npz from `augment`)")
     t.add_argument(
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="DOMAIN",
-        help="train this domain's texts behind the review tag, as reviews are shown at run time; repeatable",
+        help="experiment: train this domain's texts behind the review tag (the runtime never tags); repeatable",
     )
     e = sub.add_parser("export", help="ONNX export + int8 + temperature calibration")
     e.add_argument("--run", default="minilm-ft-v1")
